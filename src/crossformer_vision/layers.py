@@ -1,0 +1,457 @@
+"""Building blocks of CrossFormer / CrossFormer++.
+
+* :class:`CrossScaleEmbedding` (CEL): several convolutions of different kernel sizes and one stride whose
+  outputs are concatenated along channels; used for the stem (stride 4) and between stages (stride 2).
+* :class:`DynamicPositionBias` (DPB): a small MLP that maps relative offsets ``(dy, dx)`` to one bias per
+  head, so the bias exists for any group shape.
+* :class:`LSDAttention`: multi-head self-attention inside groups of embeddings, either adjacent ones
+  (short distance attention, SDA) or ones sampled at a fixed interval (long distance attention, LDA).
+* :class:`ActivationCoolingLayer` (ACL, CrossFormer++): depth-wise 3x3 convolution followed by LayerNorm.
+
+Tensors between blocks are channels-last: ``(B, H, W, C)``. Grouping, padding and masks are derived from
+the size of the feature map at hand in ``forward``; no module changes its own settings while running.
+"""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from timm.layers import trunc_normal_
+from timm.models import register_notrace_module
+
+__all__ = [
+    "POS_EMBED_TYPES",
+    "ActivationCoolingLayer",
+    "CrossScaleEmbedding",
+    "DynamicPositionBias",
+    "LSDAttention",
+    "RelativePositionBias",
+    "cel_channel_split",
+    "group_layout",
+]
+
+POS_EMBED_TYPES = ("dpb", "dpb_residual", "rpb", "ape", "none")
+
+# Added to the attention logits of padded keys (as the official code does). Finite on purpose: a group made
+# only of padding then gets a uniform (discarded) softmax instead of NaNs that would poison the backward
+# pass. float16 cannot hold -1e6, so it gets a value that still underflows exp() to zero.
+_MASK_VALUE = -1e6
+_MASK_VALUE_FP16 = -3e4
+
+
+def _is_compiling() -> bool:
+    """True while torch.compile / torch.export trace the model (python-side caches must step aside)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    if is_compiling is None:  # torch < 2.3
+        return torch._dynamo.is_compiling()
+    return is_compiling()
+
+
+def cel_channel_split(out_dim: int, num_kernels: int) -> List[int]:
+    """Output channels of each kernel of a cross-scale embedding, as in the official code.
+
+    Kernel ``i`` (smallest first) gets ``out_dim / 2**(i+1)`` channels and the largest kernel gets the
+    remainder ``out_dim / 2**(n-1)``, e.g. ``96 -> [48, 24, 12, 12]`` and ``192 -> [96, 96]``.
+    """
+    if num_kernels == 1:
+        return [out_dim]
+    dims = [out_dim // 2 ** (i + 1) for i in range(num_kernels - 1)]
+    dims.append(out_dim // 2 ** (num_kernels - 1))
+    return dims
+
+
+class CrossScaleEmbedding(nn.Module):
+    """Cross-scale embedding layer (CEL).
+
+    Every kernel samples patches around the same centres (stride ``stride``, padding ``(k - stride) / 2``),
+    so all outputs have the same spatial size ``floor(H / stride) x floor(W / stride)`` and are concatenated
+    along channels. The stem normalises after the convolutions; the merging layers between stages
+    normalise their input first, as in the official code.
+
+    Args:
+        in_dim: Input channels.
+        out_dim: Output channels (sum over kernels).
+        kernel_sizes: Kernel sizes, smallest first, e.g. ``(4, 8, 16, 32)`` or ``(2, 4)``.
+        stride: Stride shared by all kernels.
+        norm_layer: Normalisation layer constructor, or ``None`` for none.
+        norm_first: Normalise the input (``in_dim``) instead of the output (``out_dim``).
+        channels_last_input: Input is ``(B, H, W, C)``; otherwise ``(B, C, H, W)``. Output is always
+            ``(B, H', W', out_dim)``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel_sizes: Tuple[int, ...],
+        stride: int,
+        norm_layer: Optional[type] = nn.LayerNorm,
+        norm_first: bool = False,
+        channels_last_input: bool = False,
+    ) -> None:
+        super().__init__()
+        kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        if not kernel_sizes:
+            raise ValueError("kernel_sizes must name at least one kernel size")
+        for k in kernel_sizes:
+            if k < stride or (k - stride) % 2:
+                raise ValueError(
+                    f"kernel size {k} does not fit stride {stride}: every kernel must be at least the stride "
+                    f"and differ from it by an even number so that all kernels share their centres"
+                )
+        dims = cel_channel_split(out_dim, len(kernel_sizes))
+        if min(dims) < 1:
+            raise ValueError(
+                f"{out_dim} output channels cannot be split over {len(kernel_sizes)} kernels {kernel_sizes}; "
+                f"use at least {2 ** (len(kernel_sizes) - 1)} channels"
+            )
+        self.kernel_sizes = kernel_sizes
+        self.stride = stride
+        self.norm_first = norm_first
+        self.channels_last_input = channels_last_input
+        self.projs = nn.ModuleList(
+            nn.Conv2d(in_dim, d, kernel_size=k, stride=stride, padding=(k - stride) // 2)
+            for k, d in zip(kernel_sizes, dims)
+        )
+        if norm_layer is None:
+            self.norm = nn.Identity()
+        else:
+            self.norm = norm_layer(in_dim if norm_first else out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.norm_first:
+            # (B, H, W, C): normalise channels, then view as NCHW (channels_last memory, no copy)
+            x = self.norm(x).permute(0, 3, 1, 2)
+        elif self.channels_last_input:
+            x = x.permute(0, 3, 1, 2)
+        outs = [proj(x).permute(0, 2, 3, 1) for proj in self.projs]  # each (B, H', W', d_i)
+        x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+        if not self.norm_first:
+            x = self.norm(x)
+        return x
+
+
+def _relative_position_index(group_h: int, group_w: int, device: torch.device) -> Tensor:
+    """Index ``(N, N)`` into a ``(2*Gh-1) * (2*Gw-1)`` table of offsets, query minus key, row-major."""
+    coords = torch.stack(
+        torch.meshgrid(
+            torch.arange(group_h, device=device), torch.arange(group_w, device=device), indexing="ij"
+        )
+    ).flatten(1)  # (2, N)
+    rel = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
+    return (rel[0] + group_h - 1) * (2 * group_w - 1) + (rel[1] + group_w - 1)
+
+
+def _relative_offsets(group_h: int, group_w: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """All offsets ``(dy, dx)`` a group of ``Gh x Gw`` can hold: ``((2*Gh-1) * (2*Gw-1), 2)``."""
+    dy = torch.arange(1 - group_h, group_h, device=device, dtype=dtype)
+    dx = torch.arange(1 - group_w, group_w, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(dy, dx, indexing="ij")).flatten(1).transpose(0, 1)
+
+
+class DynamicPositionBias(nn.Module):
+    """Dynamic position bias (DPB): an MLP from relative offsets to per-head biases.
+
+    ``pos_proj: 2 -> D``, then three ``LayerNorm -> ReLU -> Linear`` blocks (the last one to ``num_heads``).
+    With ``residual=True`` the first two blocks are residual (the paper's "DPB-residual" ablation).
+
+    Args:
+        dim: Hidden width ``D`` of the MLP (the official code uses attention dim / 16).
+        num_heads: Number of attention heads.
+        residual: Residual connections around the two hidden blocks.
+    """
+
+    def __init__(self, dim: int, num_heads: int, residual: bool = False) -> None:
+        super().__init__()
+        self.residual = residual
+        self.num_heads = num_heads
+        self.pos_proj = nn.Linear(2, dim)
+        self.pos1 = nn.Sequential(nn.LayerNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+        self.pos2 = nn.Sequential(nn.LayerNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
+        self.pos3 = nn.Sequential(nn.LayerNorm(dim), nn.ReLU(inplace=True), nn.Linear(dim, num_heads))
+
+    def table(self, group_h: int, group_w: int) -> Tensor:
+        """Bias of every offset: ``((2*Gh-1) * (2*Gw-1), num_heads)``."""
+        weight = self.pos_proj.weight
+        pos = self.pos_proj(_relative_offsets(group_h, group_w, weight.device, weight.dtype))
+        if self.residual:
+            pos = pos + self.pos1(pos)
+            pos = pos + self.pos2(pos)
+        else:
+            pos = self.pos2(self.pos1(pos))
+        return self.pos3(pos)
+
+    def forward(self, group_h: int, group_w: int) -> Tensor:
+        """Bias for a ``Gh x Gw`` group: ``(num_heads, N, N)`` with ``N = Gh * Gw``."""
+        n = group_h * group_w
+        index = _relative_position_index(group_h, group_w, self.pos_proj.weight.device)
+        return self.table(group_h, group_w)[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned relative position bias table (Swin's RPB), for the paper's position-encoding ablation.
+
+    The table covers a ``G x G`` group; other group shapes (small stages, dense inputs) get the table
+    resampled bicubically to ``(2*Gh-1, 2*Gw-1)``, which is what RPB can offer for variable sizes.
+    """
+
+    def __init__(self, group_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.group_size = group_size
+        self.num_heads = num_heads
+        side = 2 * group_size - 1
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(side * side, num_heads))
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, group_h: int, group_w: int) -> Tensor:
+        side = 2 * self.group_size - 1
+        table = self.relative_position_bias_table
+        if group_h != self.group_size or group_w != self.group_size:
+            grid = table.transpose(0, 1).reshape(1, self.num_heads, side, side)
+            grid = F.interpolate(grid, size=(2 * group_h - 1, 2 * group_w - 1), mode="bicubic", align_corners=False)
+            table = grid.reshape(self.num_heads, -1).transpose(0, 1)
+        n = group_h * group_w
+        index = _relative_position_index(group_h, group_w, table.device)
+        return table[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
+
+
+def _round_up(size: int, multiple: int) -> int:
+    return (size + multiple - 1) // multiple * multiple
+
+
+def group_layout(
+    height: int, width: int, group_size: int, interval: int, long_distance: bool, fixed_interval: bool
+) -> Tuple[int, int, int, int, int]:
+    """How a ``height x width`` map is split into attention groups.
+
+    Returns ``(gh, gw, i, hp, wp)``: groups hold ``gh x gw`` embeddings taken every ``i`` positions
+    (``i == 1`` for SDA), from the map zero-padded at the bottom/right to ``hp x wp``. Embedding ``(y, x)`` of
+    the padded map belongs to group ``(y // (gh*i), x // (gw*i), y % i, x % i)``.
+
+    Rules, all decided from the actual size:
+      * Small map (``min(height, width) <= group_size``): SDA over the whole map as one group
+        (``lda_mode="fixed_group"``, the official dense backbone's rule), or square groups of side
+        ``min(height, width)`` (``lda_mode="fixed_interval"``, the original dense backbone's rule).
+      * SDA: ``G x G`` groups; pad to a multiple of ``G``.
+      * LDA, ``fixed_group``: ``G x G`` groups every ``I``; pad to a multiple of ``G * I``.
+      * LDA, ``fixed_interval``: interval ``I``; pad to a multiple of ``I``; the group covers the map.
+    """
+    if min(height, width) <= group_size:
+        if fixed_interval:
+            side = min(height, width)
+            return side, side, 1, _round_up(height, side), _round_up(width, side)
+        return height, width, 1, height, width
+    if not long_distance:
+        return group_size, group_size, 1, _round_up(height, group_size), _round_up(width, group_size)
+    if fixed_interval:
+        hp, wp = _round_up(height, interval), _round_up(width, interval)
+        return hp // interval, wp // interval, interval, hp, wp
+    span = group_size * interval
+    return group_size, group_size, interval, _round_up(height, span), _round_up(width, span)
+
+
+def _padding_mask(height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, device: torch.device) -> Tensor:
+    """``(num_groups, gh*gw)``, True where the key is padding; groups in the order used by the attention."""
+    pad = torch.zeros(hp, wp, dtype=torch.bool, device=device)
+    pad[height:, :] = True
+    pad[:, width:] = True
+    rh, rw = hp // (gh * i), wp // (gw * i)
+    # (rh, gh, i, rw, gw, i) -> (rh, rw, i, i, gh, gw)
+    return pad.reshape(rh, gh, i, rw, gw, i).permute(0, 3, 2, 5, 1, 4).reshape(rh * rw * i * i, gh * gw)
+
+
+@register_notrace_module
+class LSDAttention(nn.Module):
+    """Long/short distance attention (LSDA): grouped multi-head self-attention with a position bias.
+
+    Input and output are ``(B, H, W, C)``; ``H`` and ``W`` may be anything. ``qkv`` is computed on the
+    unpadded map, then padded with zeros and rearranged straight into per-group, per-head layout. Padded
+    keys are masked, so the result equals the official code's (which pads before ``qkv``).
+
+    In eval mode without autograd the position bias (and padding mask) of each group layout is computed
+    once and reused until the bias weights change (in-place updates, optimizer steps, ``load_state_dict``,
+    ``.to()``); see :meth:`clear_bias_cache`.
+
+    Args:
+        dim: Embedding channels.
+        num_heads: Attention heads.
+        group_size: Group side ``G``.
+        interval: LDA interval ``I``.
+        long_distance: LDA (True) or SDA (False).
+        fixed_interval: Grouping rule of the original dense backbone (see :func:`group_layout`).
+        qkv_bias: Bias in the qkv projection.
+        qk_scale: Logit scale; ``head_dim ** -0.5`` if None.
+        attn_drop: Dropout on attention weights.
+        proj_drop: Dropout after the output projection.
+        pos_embed: ``"dpb"``, ``"dpb_residual"``, ``"rpb"``, or ``"none"``/``"ape"`` (no bias here).
+        fused_attn: Use ``scaled_dot_product_attention``; otherwise the explicit softmax path.
+    """
+
+    __jit_ignored_attributes__ = ["_bias_cache", "_bias_signature"]
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        group_size: int,
+        interval: int,
+        long_distance: bool,
+        fixed_interval: bool = False,
+        qkv_bias: bool = True,
+        qk_scale: Optional[float] = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        pos_embed: str = "dpb",
+        fused_attn: bool = True,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        if group_size < 1 or interval < 1:
+            raise ValueError(f"group_size and interval must be >= 1, got {group_size} and {interval}")
+        if pos_embed not in POS_EMBED_TYPES:
+            raise ValueError(f"pos_embed must be one of {POS_EMBED_TYPES}, got {pos_embed!r}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = float(qk_scale) if qk_scale is not None else self.head_dim ** -0.5
+        self.group_size = group_size
+        self.interval = interval
+        self.long_distance = long_distance
+        self.fixed_interval = fixed_interval
+        self.fused_attn = fused_attn
+        self.has_pos_bias = pos_embed in ("dpb", "dpb_residual", "rpb")
+
+        self.pos: Optional[nn.Module] = None
+        if pos_embed in ("dpb", "dpb_residual"):
+            if dim // 16 < 1:
+                raise ValueError(f"dynamic position bias needs dim >= 16 (its width is dim // 16), got dim={dim}")
+            self.pos = DynamicPositionBias(dim // 16, num_heads, residual=pos_embed == "dpb_residual")
+        elif pos_embed == "rpb":
+            self.pos = RelativePositionBias(group_size, num_heads)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self._bias_cache: Dict[Tuple[int, ...], Optional[Tensor]] = {}
+        self._bias_signature: Tuple[Tuple[int, int], ...] = ()
+
+    def extra_repr(self) -> str:
+        kind = "LDA" if self.long_distance else "SDA"
+        rule = "fixed_interval" if self.fixed_interval else "fixed_group"
+        return (
+            f"{kind}, dim={self.dim}, num_heads={self.num_heads}, group_size={self.group_size}, "
+            f"interval={self.interval}, lda_mode={rule}, fused_attn={self.fused_attn}"
+        )
+
+    # ------------------------------------------------------------------ bias (position bias + padding mask)
+    def _position_bias(self, gh: int, gw: int) -> Optional[Tensor]:
+        pos = self.pos
+        if pos is None:
+            return None
+        return pos(gh, gw)
+
+    def _compute_bias(
+        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype, device: torch.device
+    ) -> Optional[Tensor]:
+        """Additive attention bias: ``(1, nH, N, N)``, or ``(num_groups, nH, N, N)`` when padding is masked."""
+        bias = self._position_bias(gh, gw)
+        if bias is not None:
+            bias = bias.to(dtype).unsqueeze(0)
+        if hp == height and wp == width:
+            return bias
+        mask = _padding_mask(height, width, gh, gw, i, hp, wp, device)
+        mask_value = _MASK_VALUE_FP16 if dtype == torch.float16 else _MASK_VALUE
+        masked = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(mask, mask_value)[:, None, None, :]
+        return masked if bias is None else bias + masked
+
+    def _weights_signature(self) -> Tuple[Tuple[int, int], ...]:
+        pos = self.pos
+        if pos is None:
+            return ()
+        return tuple((p.data_ptr(), p._version) for p in pos.parameters())
+
+    @torch.jit.unused
+    def _cached_bias(
+        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype, device: torch.device
+    ) -> Optional[Tensor]:
+        if _is_compiling():
+            return self._compute_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+        signature = self._weights_signature()
+        if signature != self._bias_signature:
+            self._bias_cache.clear()
+            self._bias_signature = signature
+        key = (height, width, gh, gw, i, hp, wp, dtype, device)
+        if key not in self._bias_cache:
+            if len(self._bias_cache) >= 16:  # many input sizes: keep memory bounded
+                self._bias_cache.pop(next(iter(self._bias_cache)))
+            self._bias_cache[key] = self._compute_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+        return self._bias_cache[key]
+
+    def clear_bias_cache(self) -> None:
+        """Forget cached biases (needed only after writing weights through ``.data``, which autograd can't see)."""
+        self._bias_cache.clear()
+        self._bias_signature = ()
+
+    def attention_bias(
+        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype, device: torch.device
+    ) -> Optional[Tensor]:
+        if torch.jit.is_scripting() or self.training or torch.is_grad_enabled():
+            return self._compute_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+        return self._cached_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Tensor:
+        batch, height, width, channels = x.shape
+        gh, gw, i, hp, wp = group_layout(
+            height, width, self.group_size, self.interval, self.long_distance, self.fixed_interval
+        )
+        rh, rw = hp // (gh * i), wp // (gw * i)
+        num_groups, tokens = rh * rw * i * i, gh * gw
+        nh, hd = self.num_heads, self.head_dim
+
+        qkv = self.qkv(x)  # (B, H, W, 3C)
+        if hp != height or wp != width:
+            qkv = F.pad(qkv, (0, 0, 0, wp - width, 0, hp - height))
+        # (B, rh, gh, i, rw, gw, i, 3, nH, hd) -> (3, B, rh, rw, i, i, nH, gh, gw, hd)
+        qkv = qkv.reshape(batch, rh, gh, i, rw, gw, i, 3, nh, hd).permute(7, 0, 1, 4, 3, 6, 8, 2, 5, 9)
+        q, k, v = qkv.reshape(3, batch * num_groups, nh, tokens, hd).unbind(0)  # (B*nG, nH, N, hd)
+
+        bias = self.attention_bias(height, width, gh, gw, i, hp, wp, q.dtype, q.device)
+        if self.fused_attn:
+            if bias is not None and bias.shape[0] > 1:  # per-group mask: SDPA wants it per batch element
+                bias = bias.unsqueeze(0).expand(batch, -1, -1, -1, -1).reshape(batch * num_groups, nh, tokens, tokens)
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+            )
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
+            if bias is not None:
+                attn = (attn.view(batch, -1, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            x = attn @ v
+
+        # (B, rh, rw, i, i, nH, gh, gw, hd) -> (B, rh, gh, i, rw, gw, i, nH, hd) -> (B, hp, wp, C)
+        x = x.reshape(batch, rh, rw, i, i, nh, gh, gw, hd).permute(0, 1, 6, 3, 2, 7, 4, 5, 8)
+        x = x.reshape(batch, hp, wp, channels)
+        if hp != height or wp != width:
+            x = x[:, :height, :width, :]
+        return self.proj_drop(self.proj(x))
+
+
+class ActivationCoolingLayer(nn.Module):
+    """Activation cooling layer (ACL) of CrossFormer++: depth-wise conv then LayerNorm, no residual.
+
+    It replaces the block output (the official code applies it after the MLP residual), which keeps
+    the activation magnitudes of deep stages from growing.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 3, norm_layer: type = nn.LayerNorm) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size, padding=(kernel_size - 1) // 2, groups=dim)
+        self.norm = norm_layer(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (B, H, W, C) -> NCHW view (channels_last memory) -> conv -> back to (B, H, W, C)
+        return self.norm(self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
