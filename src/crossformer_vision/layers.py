@@ -11,7 +11,7 @@
 Tensors between blocks are channels-last: ``(B, H, W, C)``. Grouping, padding and masks are derived from
 the size of the feature map at hand in ``forward``; no module changes its own settings while running.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,12 +31,6 @@ __all__ = [
 ]
 
 POS_EMBED_TYPES = ("dpb", "dpb_residual", "rpb", "ape", "none")
-
-# Added to the attention logits of padded keys (as the official code does). Finite on purpose: a group made
-# only of padding then gets a uniform (discarded) softmax instead of NaNs that would poison the backward
-# pass. float16 cannot hold -1e6, so it gets a value that still underflows exp() to zero.
-_MASK_VALUE = -1e6
-_MASK_VALUE_FP16 = -3e4
 
 
 def _is_compiling() -> bool:
@@ -322,7 +316,7 @@ class LSDAttention(nn.Module):
         self.fused_attn = fused_attn
         self.has_pos_bias = pos_embed in ("dpb", "dpb_residual", "rpb")
 
-        self.pos: Optional[nn.Module] = None
+        self.pos = None
         if pos_embed in ("dpb", "dpb_residual"):
             if dim // 16 < 1:
                 raise ValueError(f"dynamic position bias needs dim >= 16 (its width is dim // 16), got dim={dim}")
@@ -333,8 +327,8 @@ class LSDAttention(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self._bias_cache: Dict[Tuple[int, ...], Optional[Tensor]] = {}
-        self._bias_signature: Tuple[Tuple[int, int], ...] = ()
+        self._bias_cache = {}  # (layout, dtype, device) -> bias; Python-only (not scripted)
+        self._bias_signature = ()  # (data_ptr, _version) of the bias weights the cache belongs to
 
     def extra_repr(self) -> str:
         kind = "LDA" if self.long_distance else "SDA"
@@ -361,7 +355,10 @@ class LSDAttention(nn.Module):
         if hp == height and wp == width:
             return bias
         mask = _padding_mask(height, width, gh, gw, i, hp, wp, device)
-        mask_value = _MASK_VALUE_FP16 if dtype == torch.float16 else _MASK_VALUE
+        # Added to the logits of padded keys, like the official -1e6. Finite on purpose: a group made only of
+        # padding gets a uniform (discarded) softmax instead of NaNs that would poison the backward pass.
+        # float16 cannot hold -1e6, so it gets a value that still underflows exp() to zero.
+        mask_value = -3.0e4 if dtype == torch.float16 else -1.0e6
         masked = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(mask, mask_value)[:, None, None, :]
         return masked if bias is None else bias + masked
 
@@ -420,7 +417,8 @@ class LSDAttention(nn.Module):
         bias = self.attention_bias(height, width, gh, gw, i, hp, wp, q.dtype, q.device)
         if self.fused_attn:
             if bias is not None and bias.shape[0] > 1:  # per-group mask: SDPA wants it per batch element
-                bias = bias.unsqueeze(0).expand(batch, -1, -1, -1, -1).reshape(batch * num_groups, nh, tokens, tokens)
+                bias = bias.expand(num_groups, nh, tokens, tokens).unsqueeze(0).expand(batch, -1, -1, -1, -1)
+                bias = bias.reshape(batch * num_groups, nh, tokens, tokens)
             x = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
             )

@@ -352,14 +352,14 @@ class CrossFormer(nn.Module):
             stride=stem_stride,
             norm_layer=norm_layer if patch_norm else None,
         )
-        self.absolute_pos_embed: Optional[nn.Module] = None
+        self.absolute_pos_embed = None
         if pos_embed == "ape":
             self.absolute_pos_embed = AbsolutePositionEmbedding(
                 (img_size[0] // stem_stride, img_size[1] // stem_stride), embed_dim
             )
         self.pos_drop = nn.Dropout(pos_drop_rate)
 
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # works under a meta device
         stages = []
         self.feature_info = []
         for i in range(num_stages):

@@ -109,6 +109,10 @@ def _load_pretrained(model: CrossFormer, path: str) -> None:
             state_dict[key] = adapt_input_conv(own[key].shape[1], state_dict[key])
     missing, unexpected = load_state_dict_checked(model, state_dict, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
+    if missing and all(k.startswith("norm.") for k in missing):
+        # detection/segmentation checkpoints have no final norm; features_only models drop it anyway
+        _logger.warning("%s has no final norm (a dense backbone checkpoint?); norm keeps its initial values", path)
+        missing = []
     if missing or unexpected:
         raise CheckpointError(
             f"{path} does not fit {type(model).__name__}: missing {missing[:5]} ({len(missing)}), "
@@ -121,6 +125,11 @@ CrossFormer.load_pretrained = _load_pretrained  # type: ignore[attr-defined]
 
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CrossFormer:
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    overlay = kwargs.get("pretrained_cfg_overlay")
+    if overlay and overlay.get("file"):
+        # files go through CrossFormer.load_pretrained (safe reader, official layouts, head/in_chans adaptation);
+        # recent timm resets custom_load when an overlay names a source unless it is set explicitly
+        kwargs["pretrained_cfg_overlay"] = {"custom_load": True, **overlay}
     model_args = {**VARIANTS[variant], **kwargs}
     return build_model_with_cfg(
         CrossFormer,

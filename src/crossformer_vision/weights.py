@@ -270,6 +270,11 @@ def load_state_dict_checked(
             f"{list(got)} vs model {list(want)}. The checkpoint looks like {_describe_variant(state_dict)}; the model "
             f"is {_describe_variant(own)}. Build the matching variant (crossformer_vision.list_models())."
         )
+    if strict and missing and not unexpected and all(k.startswith(("norm.", "head.")) for k in missing):
+        raise CheckpointError(
+            f"checkpoint has no classifier head or final norm ({len(missing)} missing keys {missing}): it looks like a "
+            f"detection/segmentation backbone. Load it into a features_only model, or pass strict=False."
+        )
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"checkpoint does not fit this model: {len(missing)} missing keys {missing[:5]}, {len(unexpected)} "
