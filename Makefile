@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/crossformer train
+	$(VENV)/bin/crossformer info
 
 test: $(STAMP)
 	$(PY) -m pytest -q

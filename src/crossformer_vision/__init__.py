@@ -6,7 +6,8 @@
 """
 from .layers import CrossScaleEmbedding, DynamicPositionBias, LSDAttention
 from .model import CrossFormer, CrossFormerBlock, CrossFormerStage
-from .variants import PAPER, VARIANTS, create_model, list_models
+from .flops import count_macs, count_params
+from .variants import PAPER, PAPER_ABLATION_S, VARIANTS, create_model, list_models
 from .weights import (
     CheckpointError,
     convert_official_state_dict,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PAPER",
+    "PAPER_ABLATION_S",
     "VARIANTS",
     "CheckpointError",
     "CrossFormer",
@@ -29,6 +31,8 @@ __all__ = [
     "DynamicPositionBias",
     "LSDAttention",
     "convert_official_state_dict",
+    "count_macs",
+    "count_params",
     "create_model",
     "list_models",
     "load_checkpoint_file",

@@ -20,7 +20,7 @@ from .weights import (
     unwrap_state_dict,
 )
 
-__all__ = ["VARIANTS", "PAPER", "create_model", "list_models"]
+__all__ = ["VARIANTS", "PAPER", "PAPER_ABLATION_S", "create_model", "list_models"]
 
 _logger = logging.getLogger(__name__)
 
@@ -40,17 +40,20 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
 }
 
 #: The papers' ImageNet-1K figures at 224x224: parameters, GFLOPs (multiply-accumulates), top-1 accuracy,
-#: and the exact parameter count of the official code with 1000 classes.
+#: the exact parameter count of the official code with 1000 classes, and fvcore's count on the official code.
 PAPER: Dict[str, Dict[str, float]] = {
-    "crossformer_tiny": dict(params_m=27.8, gflops=2.9, top1=81.5, exact_params=27_776_794),
-    "crossformer_small": dict(params_m=30.7, gflops=4.9, top1=82.5, exact_params=30_657_394),
-    "crossformer_base": dict(params_m=52.0, gflops=9.2, top1=83.4, exact_params=51_971_554),
-    "crossformer_large": dict(params_m=92.0, gflops=16.1, top1=84.0, exact_params=91_971_184),
-    "crossformerpp_small": dict(params_m=23.3, gflops=4.9, top1=83.2, exact_params=23_325_340),
-    "crossformerpp_base": dict(params_m=52.0, gflops=9.5, top1=84.2, exact_params=51_994_594),
-    "crossformerpp_large": dict(params_m=92.0, gflops=16.6, top1=84.7, exact_params=92_001_904),
-    "crossformerpp_huge": dict(params_m=96.0, gflops=21.8, top1=84.9, exact_params=95_962_944),
+    "crossformer_tiny": dict(params_m=27.8, gflops=2.9, top1=81.5, exact_params=27_776_794, official_fvcore_gflops=2.870),
+    "crossformer_small": dict(params_m=30.7, gflops=4.9, top1=82.5, exact_params=30_657_394, official_fvcore_gflops=4.925),
+    "crossformer_base": dict(params_m=52.0, gflops=9.2, top1=83.4, exact_params=51_971_554, official_fvcore_gflops=9.188),
+    "crossformer_large": dict(params_m=92.0, gflops=16.1, top1=84.0, exact_params=91_971_184, official_fvcore_gflops=16.146),
+    "crossformerpp_small": dict(params_m=23.3, gflops=4.9, top1=83.2, exact_params=23_325_340, official_fvcore_gflops=4.451),
+    "crossformerpp_base": dict(params_m=52.0, gflops=9.5, top1=84.2, exact_params=51_994_594, official_fvcore_gflops=9.626),
+    "crossformerpp_large": dict(params_m=92.0, gflops=16.6, top1=84.7, exact_params=92_001_904, official_fvcore_gflops=16.768),
+    "crossformerpp_huge": dict(params_m=96.0, gflops=21.8, top1=84.9, exact_params=95_962_944, official_fvcore_gflops=22.073),
 }
+
+#: CrossFormer-S position-encoding ablation (paper Table 5): parameters in millions.
+PAPER_ABLATION_S: Dict[str, float] = {"ape": 30.9342, "rpb": 30.6159, "dpb": 30.6573, "dpb_residual": 30.6573}
 
 _OFFICIAL_WEIGHTS = "https://github.com/cheerss/CrossFormer#model-zoo"
 

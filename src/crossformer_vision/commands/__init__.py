@@ -1,0 +1,1 @@
+"""Subcommands of the ``crossformer`` command: each module defines ``register(subparsers)``."""
