@@ -1,0 +1,86 @@
+"""Task-independent training pieces: atomic files, RNG state in weights-only files, metric sums, run folders."""
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from crossformer_vision import engine
+
+
+def test_atomic_save_replaces_whole_files_or_nothing(tmp_path):
+    path = tmp_path / "last.pth"
+    engine.atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def crash(f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # e.g. killed while writing
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.atomic_write_bytes(path, crash)
+    assert torch.load(path, weights_only=True)["epoch"] == 1  # the previous file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary file left
+    engine.atomic_save({"epoch": 2}, path)
+    assert torch.load(path, weights_only=True) == {"epoch": 2}
+    engine.atomic_write_text(tmp_path / "a.txt", "x\n")
+    assert (tmp_path / "a.txt").read_text() == "x\n"
+
+
+def test_load_state_file_refuses_truncated_and_pickled_code(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    engine.atomic_save({"w": torch.randn(100, 100)}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="truncated, corrupt or not a training checkpoint"):
+        engine.load_state_file(path)
+    torch.save({"fn": print}, path)
+    with pytest.raises(ValueError, match="could not read checkpoint"):
+        engine.load_state_file(path)
+    with pytest.raises(FileNotFoundError):
+        engine.load_state_file(tmp_path / "missing.pth")
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    engine.seed_everything(3)
+    torch.rand(5), np.random.rand(5), random.random(), np.random.randn()  # noqa: B018 (advance; cache a gaussian)
+    engine.atomic_save({"rng": [engine.capture_rng_state()]}, tmp_path / "s.pth")
+    expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)], np.random.randn(3))
+    engine.seed_everything(99)
+    engine.restore_rng_state(torch.load(tmp_path / "s.pth", weights_only=True)["rng"][0])
+    got = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)], np.random.randn(3))
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1])
+    assert expected[2] == got[2] and np.array_equal(expected[3], got[3])
+
+
+def test_metric_sums_weight_by_count_and_shards_cover_every_sample_once():
+    sums = engine.MetricSums()
+    sums.add("loss", torch.tensor(1.0), count=3)
+    sums.add("loss", 3.0, count=1)
+    sums.add("skipped", 2.0, mean=False)
+    out = sums.reduce()
+    assert out["loss"] == pytest.approx(1.5) and out["loss_count"] == 4 and out["skipped"] == 2
+    shards = [list(engine.ShardSampler(10, r, 3)) for r in range(3)]
+    assert sorted(sum(shards, [])) == list(range(10)) and [len(s) for s in shards] == [4, 3, 3]
+
+
+def test_run_dir_is_unique_and_removed_if_the_start_fails(tmp_path):
+    first = engine.create_run_dir(tmp_path, "run")
+    second = engine.create_run_dir(tmp_path, "run")
+    assert (first.name, second.name) == ("run", "run-2")
+    with pytest.raises(RuntimeError):
+        with engine.RunDirGuard(first, created=True):
+            (first / "config.yaml").write_text("x")
+            raise RuntimeError("failed before the first checkpoint")
+    assert not first.exists()
+    with pytest.raises(RuntimeError):
+        with engine.RunDirGuard(second, created=True) as guard:
+            guard.keep()  # a checkpoint exists now
+            raise RuntimeError("failed later")
+    assert second.exists()
+
+
+def test_csv_and_curves_are_written(tmp_path):
+    history = [{"epoch": 1, "train_loss": 1.0, "val_top1": 50.0}, {"epoch": 2, "train_loss": 0.5, "val_top1": 75.0}]
+    engine.write_csv(tmp_path / "m.csv", history)
+    assert (tmp_path / "m.csv").read_text() == "epoch,train_loss,val_top1\n1,1,50\n2,0.5,75\n"
+    engine.plot_history(tmp_path / "c.png", history, {"loss": ["train_loss"], "accuracy": ["val_top1", "absent"]})
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
