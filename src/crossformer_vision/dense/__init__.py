@@ -19,9 +19,22 @@ from .backbone import (
     find_crossformer,
     load_backbone_weights,
 )
+from .datasets import (
+    CocoInstances,
+    SegmentationFolder,
+    ade20k,
+    collate_detection,
+    collate_segmentation,
+    detection_transforms,
+    load_image,
+    segmentation_transforms,
+)
 from .detection import PAPER_DETECTION, fasterrcnn, maskrcnn, retinanet
+from .metrics import CocoEvaluator, SegmentationEvaluator
 from .mmcv_weights import DenseLoadReport, convert_mmcv_state_dict, load_dense_checkpoint
 from .segmentation import PAPER_SEGMENTATION, Segmenter, segmentation_loss, semantic_fpn, upernet
+from .synthetic import SHAPES, SyntheticDataset, make_synthetic_dataset
+from .visualize import draw_detections, draw_segmentation, palette, save_png, side_by_side
 
 #: Builders by architecture name (the ``arch`` of a model's ``build_config``).
 ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
@@ -64,21 +77,39 @@ __all__ = [
     "HIGH_RESOLUTION",
     "PAPER_DETECTION",
     "PAPER_SEGMENTATION",
+    "SHAPES",
     "TASKS",
+    "CocoEvaluator",
+    "CocoInstances",
     "CrossFormerFPN",
     "DenseLoadReport",
     "LastLevelP6P7",
+    "SegmentationEvaluator",
+    "SegmentationFolder",
     "Segmenter",
+    "SyntheticDataset",
+    "ade20k",
     "build_backbone",
     "build_model",
+    "collate_detection",
+    "collate_segmentation",
     "convert_mmcv_state_dict",
+    "detection_transforms",
+    "draw_detections",
+    "draw_segmentation",
     "fasterrcnn",
     "find_crossformer",
     "load_backbone_weights",
     "load_dense_checkpoint",
+    "load_image",
+    "make_synthetic_dataset",
     "maskrcnn",
+    "palette",
     "retinanet",
+    "save_png",
     "segmentation_loss",
+    "segmentation_transforms",
     "semantic_fpn",
+    "side_by_side",
     "upernet",
 ]

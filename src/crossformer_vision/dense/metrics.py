@@ -1,0 +1,263 @@
+"""Evaluation: COCO box/mask AP with pycocotools, and mIoU / per-class IoU / pixel accuracy.
+
+Both evaluators accumulate with ``update`` and report with ``compute``; they validate what they are
+given (unknown image ids, labels beyond the class count, size mismatches) and raise ``ValueError``
+rather than return a wrong number. Undefined values are ``nan``, never a sentinel: pycocotools' ``-1``
+(e.g. AP over small objects when the ground truth has none) becomes ``nan``, and so does the IoU of a
+class that is absent from both the ground truth and the predictions (left out of the mean, as mmseg does).
+"""
+import contextlib
+import io
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["COCO_METRICS", "CocoEvaluator", "SegmentationEvaluator"]
+
+#: Names of pycocotools' 12 summary numbers, in its order (AP is averaged over IoU 0.50:0.95).
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+class CocoEvaluator:
+    """COCO-style detection / instance segmentation metrics (pycocotools' COCOeval).
+
+    Args:
+        coco_gt: ``pycocotools.coco.COCO`` ground truth (use :meth:`from_dataset` for a
+            :class:`~crossformer_vision.dense.datasets.CocoInstances`, whose cleaned ground truth it takes).
+        label_to_category_id: Model label (1..K) -> COCO category id.
+        iou_types: ``"bbox"`` and/or ``"segm"``.
+        mask_threshold: Probability above which a soft mask pixel belongs to the instance (torchvision
+            Mask R-CNN returns probabilities).
+
+    Only images passed to :meth:`update` are evaluated (pass an empty prediction for an image without
+    detections, so its ground truth counts as missed). Predictions labelled 0 (background; RetinaNet's
+    unused output) are dropped and counted in :attr:`num_background_predictions`.
+    """
+
+    def __init__(
+        self,
+        coco_gt: Any,
+        label_to_category_id: Mapping[int, int],
+        iou_types: Sequence[str] = ("bbox",),
+        mask_threshold: float = 0.5,
+    ) -> None:
+        bad = [t for t in iou_types if t not in ("bbox", "segm")]
+        if bad or not iou_types:
+            raise ValueError(f"iou_types must be a non-empty subset of ('bbox', 'segm'), got {list(iou_types)}")
+        self.coco_gt = coco_gt
+        self.label_to_category_id = dict(label_to_category_id)
+        self.iou_types = tuple(iou_types)
+        self.mask_threshold = mask_threshold
+        self.summary = ""
+        self.reset()
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, iou_types: Optional[Sequence[str]] = None, **kwargs: Any) -> "CocoEvaluator":
+        """Evaluator for a :class:`~crossformer_vision.dense.datasets.CocoInstances` (box AP, plus mask AP
+        when the dataset has masks)."""
+        if iou_types is None:
+            iou_types = ("bbox", "segm") if dataset.masks else ("bbox",)
+        return cls(dataset.coco, dataset.label_to_category_id, iou_types, **kwargs)
+
+    def reset(self) -> None:
+        """Forget all predictions."""
+        self.image_ids: List[int] = []
+        self._seen: set = set()
+        self._results: Dict[str, List[Dict[str, Any]]] = {t: [] for t in self.iou_types}
+        self.num_background_predictions = 0
+
+    def update(self, image_ids: Sequence[int], predictions: Sequence[Mapping[str, Tensor]]) -> None:
+        """Add the predictions for some images.
+
+        Args:
+            image_ids: COCO image ids (``target["image_id"]``), one per prediction.
+            predictions: torchvision detector outputs in original image pixels: ``boxes`` ``(N, 4)`` XYXY,
+                ``scores`` ``(N,)``, ``labels`` ``(N,)`` in 1..K, and for ``"segm"`` ``masks`` ``(N, 1, H, W)``
+                probabilities or ``(N, H, W)`` booleans at the image's size.
+        """
+        from pycocotools import mask as mask_utils
+
+        if len(image_ids) != len(predictions):
+            raise ValueError(f"got {len(image_ids)} image ids for {len(predictions)} predictions")
+        for image_id, pred in zip(image_ids, predictions):
+            image_id = int(image_id)
+            if image_id not in self.coco_gt.imgs:
+                raise ValueError(f"image id {image_id} is not in the ground truth; pass target['image_id']")
+            if image_id in self._seen:
+                raise ValueError(f"image {image_id} was already evaluated; call reset() between evaluations")
+            self._seen.add(image_id)
+            self.image_ids.append(image_id)
+            boxes = pred["boxes"].detach().float().cpu().reshape(-1, 4)
+            scores = pred["scores"].detach().float().cpu().reshape(-1)
+            labels = pred["labels"].detach().cpu().reshape(-1).long()
+            if not len(boxes) == len(scores) == len(labels):
+                raise ValueError(f"image {image_id}: {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels")
+            bad = sorted({int(v) for v in labels if int(v) != 0 and int(v) not in self.label_to_category_id})
+            if bad:
+                raise ValueError(
+                    f"image {image_id}: predicted labels {bad[:10]} are not in 1..{len(self.label_to_category_id)}; the "
+                    "model was built for a different number of classes than the dataset has"
+                )
+            keep = labels != 0
+            self.num_background_predictions += int((~keep).sum())
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            categories = [self.label_to_category_id[int(v)] for v in labels]
+            if "bbox" in self._results:
+                xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+                self._results["bbox"] += [
+                    {"image_id": image_id, "category_id": c, "bbox": b, "score": float(s)}
+                    for c, b, s in zip(categories, xywh, scores)
+                ]
+            if "segm" in self._results:
+                masks = self._binary_masks(image_id, pred, keep)
+                rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+                for rle, c, s in zip(rles, categories, scores):
+                    rle["counts"] = rle["counts"].decode("ascii")
+                    self._results["segm"].append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": float(s)})
+
+    def _binary_masks(self, image_id: int, pred: Mapping[str, Tensor], keep: Tensor) -> np.ndarray:
+        if "masks" not in pred:
+            raise ValueError("mask AP ('segm') needs predictions with 'masks'; evaluate with iou_types=('bbox',)")
+        masks = pred["masks"].detach().cpu()
+        if masks.dim() == 4:
+            masks = masks[:, 0]
+        info = self.coco_gt.imgs[image_id]
+        if tuple(masks.shape[-2:]) != (info["height"], info["width"]) or len(masks) != len(keep):
+            raise ValueError(
+                f"image {image_id}: masks {list(masks.shape)} do not match its {len(keep)} detections at "
+                f"{info['height']}x{info['width']} (height x width); masks must be at the original image size"
+            )
+        masks = masks[keep]
+        binary = masks > self.mask_threshold if masks.is_floating_point() else masks.bool()
+        return binary.numpy().astype(np.uint8)
+
+    def _empty_results(self) -> Any:
+        from pycocotools.coco import COCO
+
+        coco = COCO()
+        coco.dataset = {"images": list(self.coco_gt.imgs.values()), "categories": list(self.coco_gt.cats.values()),
+                        "annotations": []}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        return coco
+
+    def compute(self) -> Dict[str, Dict[str, float]]:
+        """``{"bbox": {"AP": ..., "AP50": ..., ...}, "segm": {...}}`` over the images seen (values in [0, 1] or nan).
+
+        The printed pycocotools summary is kept in :attr:`summary`.
+        """
+        from pycocotools.cocoeval import COCOeval
+
+        if not self.image_ids:
+            raise ValueError("no predictions to evaluate; call update(image_ids, predictions) first")
+        results: Dict[str, Dict[str, float]] = {}
+        text = io.StringIO()
+        for iou_type in self.iou_types:
+            with contextlib.redirect_stdout(text):
+                dt = self.coco_gt.loadRes(self._results[iou_type]) if self._results[iou_type] else self._empty_results()
+                evaluator = COCOeval(self.coco_gt, dt, iou_type)
+                evaluator.params.imgIds = sorted(self.image_ids)
+                evaluator.evaluate()
+                evaluator.accumulate()
+                print(f"IoU metric: {iou_type}")
+                evaluator.summarize()
+            results[iou_type] = {name: (math.nan if v < 0 else float(v)) for name, v in zip(COCO_METRICS, evaluator.stats)}
+        self.summary = "\n".join(line for line in text.getvalue().splitlines() if not line.startswith(
+            ("Loading and preparing", "DONE", "creating index", "index created", "Running per image",
+             "Evaluate annotation", "Accumulating")))
+        return results
+
+
+class SegmentationEvaluator:
+    """Semantic segmentation metrics from a confusion matrix: mIoU, per-class IoU, pixel accuracy.
+
+    Args:
+        num_classes: Classes ``K``; targets are in ``[0, K)`` or ``ignore_index``.
+        ignore_index: Target value excluded from every metric.
+        class_names: Optional names for the per-class results (default ``"0"``, ``"1"``...).
+
+    IoU of class c = TP / (TP + FP + FN) over all pixels seen; ``mIoU`` is the mean over classes with
+    TP + FP + FN > 0 (a class absent from both targets and predictions is ``nan`` and not averaged).
+    ``pixel_accuracy`` = correctly labelled / labelled pixels; ``mean_accuracy`` averages per-class recall.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: Optional[Sequence[str]] = None) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        if 0 <= ignore_index < num_classes:
+            raise ValueError(f"ignore_index={ignore_index} is a class id (num_classes={num_classes}); use 255 or -1")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"got {len(class_names)} class names for num_classes={num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero the confusion matrix."""
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+
+    def update(self, predictions: Tensor, targets: Tensor) -> None:
+        """Add a batch.
+
+        Args:
+            predictions: Class indices ``(B, H, W)`` / ``(H, W)``, or logits ``(B, K, H, W)`` (argmax is taken).
+            targets: Class indices of the same ``(B, H, W)`` / ``(H, W)`` shape, ``ignore_index`` for unlabelled.
+        """
+        predictions, targets = predictions.detach().cpu(), targets.detach().cpu().long()
+        if predictions.is_floating_point():
+            if predictions.dim() != targets.dim() + 1 or predictions.shape[-3] != self.num_classes:
+                raise ValueError(
+                    f"logits {list(predictions.shape)} do not fit targets {list(targets.shape)} with "
+                    f"{self.num_classes} classes; expected (B, {self.num_classes}, H, W) logits or (B, H, W) labels"
+                )
+            predictions = predictions.argmax(-3)
+        predictions = predictions.long()
+        if predictions.shape != targets.shape:
+            raise ValueError(
+                f"predictions {list(predictions.shape)} and targets {list(targets.shape)} differ in shape; predict at "
+                "the labels' resolution (Segmenter.predict returns the input's size)"
+            )
+        valid = targets != self.ignore_index
+        target, pred = targets[valid], predictions[valid]
+        bad_target = torch.unique(target[(target < 0) | (target >= self.num_classes)])
+        if bad_target.numel():
+            raise ValueError(
+                f"targets contain class ids {bad_target.tolist()[:10]} outside [0, {self.num_classes}) and not "
+                f"ignore_index={self.ignore_index}; set num_classes to at least {int(bad_target.max()) + 1} or map them to "
+                f"{self.ignore_index}"
+            )
+        bad_pred = torch.unique(pred[(pred < 0) | (pred >= self.num_classes)])
+        if bad_pred.numel():
+            raise ValueError(
+                f"predictions contain class ids {bad_pred.tolist()[:10]} outside [0, {self.num_classes}); the model "
+                "predicts more classes than the evaluator was built for"
+            )
+        counts = torch.bincount(target * self.num_classes + pred, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes)
+
+    def compute(self) -> Dict[str, Any]:
+        """``{"mIoU", "pixel_accuracy", "mean_accuracy", "per_class_iou", "per_class_accuracy", "num_pixels"}``.
+
+        Scores are fractions in [0, 1]; per-class values are dicts keyed by class name (``nan`` if undefined).
+        """
+        confusion = self.confusion.double()
+        total = float(confusion.sum())
+        if total == 0:
+            raise ValueError("no labelled pixels were evaluated (empty input, or every target pixel is ignore_index)")
+        tp = confusion.diag()
+        union = confusion.sum(0) + confusion.sum(1) - tp
+        gt = confusion.sum(1)
+        iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
+        acc = torch.where(gt > 0, tp / gt.clamp(min=1), torch.full_like(tp, math.nan))
+        return {
+            "mIoU": float(torch.nanmean(iou)),
+            "pixel_accuracy": float(tp.sum() / total),
+            "mean_accuracy": float(torch.nanmean(acc)),
+            "per_class_iou": dict(zip(self.class_names, iou.tolist())),
+            "per_class_accuracy": dict(zip(self.class_names, acc.tolist())),
+            "num_pixels": int(total),
+        }
