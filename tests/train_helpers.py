@@ -26,11 +26,13 @@ def draw(cls: int, size: Sequence[int], rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def make_image_folder(root: Path, counts: Dict[str, int] = None, seed: int = 0) -> Path:
+def make_image_folder(root: Path, counts: Dict[str, int] = None, seed: int = 0, square: bool = False) -> Path:
     """``root/{split}/{class}/*.png`` with image sizes 32..48 pixels, some greyscale, palette or RGBA files.
 
     Args:
         counts: Images per class for each split (default ``{"train": 16, "val": 4}``).
+        square: Square images only: a random resized crop with ``scale=ratio=(1, 1)`` then takes the whole image,
+            so training is free of randomness (a nearly square image still gets a random 1-pixel shift).
     """
     counts = counts or {"train": 16, "val": 4}
     rng = np.random.default_rng(seed)
@@ -40,6 +42,7 @@ def make_image_folder(root: Path, counts: Dict[str, int] = None, seed: int = 0) 
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 size = (int(rng.integers(32, 49)), int(rng.integers(32, 49)))
+                size = (size[0], size[0]) if square else size
                 image = Image.fromarray(draw(c, size, rng))
                 mode = ("RGB", "RGB", "L", "P", "RGBA")[i % 5]
                 image = image.convert(mode) if mode != "RGB" else image
@@ -48,7 +51,7 @@ def make_image_folder(root: Path, counts: Dict[str, int] = None, seed: int = 0) 
 
 
 def fast_overrides(output: Path, **extra) -> List[str]:
-    """Overrides for a quick deterministic CPU run: micro model at 32x32 RGB, no random augmentation."""
+    """Overrides for a quick CPU run: micro model at 32x32 RGB, augmentation reduced to the random resized crop."""
     items = {
         "model.name": "crossformer_micro", "model.drop_path_rate": 0.0, "data.img_size": 32, "data.in_chans": 3,
         "data.mean": [0.5, 0.5, 0.5], "data.std": [0.5, 0.5, 0.5], "data.crop_pct": 1.0, "data.workers": 0,

@@ -44,6 +44,7 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "available_cores",
     "barrier",
     "broadcast_object",
     "capture_rng_state",
@@ -240,6 +241,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def configure_threads(threads: Optional[int], local_world_size: int = 1) -> int:
     """Set torch's CPU threads: ``threads``, or the cores this process may use divided among local processes.
 
@@ -247,8 +253,7 @@ def configure_threads(threads: Optional[int], local_world_size: int = 1) -> int:
         The number of threads set.
     """
     if threads is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // max(1, local_world_size))
+        threads = max(1, available_cores() // max(1, local_world_size))
     torch.set_num_threads(int(threads))
     return int(threads)
 
@@ -399,7 +404,7 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------- logs
 class Progress:
-    """Progress of one epoch (or any loop) on rank 0: a tqdm bar on a terminal, one plain line per loop otherwise.
+    """Progress of one epoch (or any loop) on rank 0: a tqdm bar on a terminal, else one plain line at the end.
 
     >>> progress = Progress(total=len(loader), desc="epoch 3/30")
     >>> for batch in loader:
@@ -409,17 +414,17 @@ class Progress:
     Args:
         total: Number of steps.
         desc: Label in front of the bar.
-        enabled: False for silence (non-zero ranks are always silent).
+        bar: Draw a bar on a terminal (False: only the final line). Ranks other than 0 print nothing.
         stream: Where to write (default: stdout).
     """
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, stream: Optional[io.TextIOBase] = None) -> None:
+    def __init__(self, total: int, desc: str, bar: bool = True, stream: Optional[io.TextIOBase] = None) -> None:
         self.total, self.desc, self.count = total, desc, 0
         self.stream = stream or sys.stdout
-        self.enabled = enabled and is_main_process()
+        self.enabled = is_main_process()
         self.start = time.perf_counter()
         self.bar = None
-        if self.enabled and self.stream.isatty():
+        if self.enabled and bar and self.stream.isatty():
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, mininterval=0.5, leave=True)

@@ -134,7 +134,7 @@ DEFAULTS: Config = {
     "log": {
         "output": "runs",  # runs are written to output/name
         "name": None,  # None: <model>-<dataset>-<date-time>
-        "progress": True,  # progress bar per epoch
+        "progress": True,  # progress bar per epoch on a terminal (a line per epoch is always printed)
         "tensorboard": "auto",  # "auto": when tensorboard is installed; true; false
     },
 }

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import engine
-from .data import build_dataset, build_transform, collate_skipped, find_images, load_image
+from .data import DIGITS_CLASSES, build_dataset, build_transform, collate_skipped, find_images, load_image
 from .model import CrossFormer
 from .recipes import DEFAULTS, NAMED_CONFIGS, RESUME_OVERRIDABLE, apply_overrides, resolve_config, validate_config
 from .variants import VARIANTS, create_model
@@ -227,7 +227,7 @@ class _Trainer:
                              f"train.batch_size or set aug.mixup=0 aug.cutmix=0")
         self.sampler = DistributedSampler(self.train_set, num_replicas=world, rank=info.rank, shuffle=True,
                                           seed=t["seed"], drop_last=False)
-        workers = cfg["data"]["workers"]
+        workers = min(cfg["data"]["workers"], engine.available_cores())  # more processes than cores only add overhead
         self.train_loader = DataLoader(self.train_set, batch_size=self.micro_batch, sampler=self.sampler,
                                        num_workers=workers, pin_memory=self.device.type == "cuda", drop_last=True,
                                        collate_fn=collate_skipped, worker_init_fn=_seed_worker)
@@ -704,6 +704,9 @@ def _eval_dataset(meta: Mapping[str, Any], data: Optional[str], split: Optional[
     from .data import DigitsDataset, ImageFolderDataset
 
     if data == "digits" or (data is None and cfg["data"]["dataset"] == "digits"):
+        if list(meta["classes"]) != DIGITS_CLASSES:
+            raise ValueError(f"the digits dataset has classes {DIGITS_CLASSES}; this model's are {meta['classes'][:10]}: "
+                             f"give --data FOLDER with its own classes")
         split = split or "test"
         return DigitsDataset(split, transform, in_chans=cfg["data"]["in_chans"]), f"digits/{split}"
     if data is None:

@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--output", metavar="DIR", help="parent folder of run folders (default runs)")
     parser.add_argument("--name", help="run folder name (default <model>-<data>-<date-time>)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
     parser.add_argument("--resume", metavar="RUN", help="continue a run folder (or its last.pth) where it stopped")
     parser.set_defaults(handler=run)
 
