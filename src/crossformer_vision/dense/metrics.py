@@ -145,7 +145,8 @@ class CocoEvaluator:
         return coco
 
     def compute(self) -> Dict[str, Dict[str, float]]:
-        """``{"bbox": {"AP": ..., "AP50": ..., ...}, "segm": {...}}`` over the images seen (values in [0, 1] or nan).
+        """``{"bbox": {"AP": ..., "AP50": ..., ...}, "segm": {...}}`` over the images seen (values in [0, 1] or nan,
+        rounded to 10 decimals).
 
         The printed pycocotools summary is kept in :attr:`summary`.
         """
@@ -164,7 +165,9 @@ class CocoEvaluator:
                 evaluator.accumulate()
                 print(f"IoU metric: {iou_type}")
                 evaluator.summarize()
-            results[iou_type] = {name: (math.nan if v < 0 else float(v)) for name, v in zip(COCO_METRICS, evaluator.stats)}
+            # pycocotools divides by (tp + fp + machine epsilon): round that artefact away (1 - 2e-16 -> 1.0)
+            results[iou_type] = {name: (math.nan if v < 0 else round(float(v), 10))
+                                 for name, v in zip(COCO_METRICS, evaluator.stats)}
         self.summary = "\n".join(line for line in text.getvalue().splitlines() if not line.startswith(
             ("Loading and preparing", "DONE", "creating index", "index created", "Running per image",
              "Evaluate annotation", "Accumulating")))
