@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/crossformer info
+	$(VENV)/bin/crossformer train
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -100,7 +100,8 @@ def _assert_one_line_error(capsys, code, *needles):
     return err
 
 
-def test_bad_training_input_is_one_line_exit_2_and_leaves_no_run_folder(run, tmp_path, capsys):
+def test_bad_training_input_is_one_line_exit_2_and_leaves_no_run_folder(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # as if not installed
     out = tmp_path / "runs"
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -125,6 +126,7 @@ def test_bad_training_input_is_one_line_exit_2_and_leaves_no_run_folder(run, tmp
          ["does not fit CrossFormer"]),
         (["--resume", str(truncated.parent)], ["could not read checkpoint", "truncated, corrupt"]),
         (["train.epochz=3"], ["unknown config key 'train.epochz'; did you mean train.epochs"]),
+        (["--data", str(run["data"]), "--batch-size", "16", "log.tensorboard=true"], ["tensorboard is not installed"]),
     ]
     for args, needles in cases:
         code = main(["train", *args, f"log.output={out}", "log.progress=false"])

@@ -84,3 +84,8 @@ def test_csv_and_curves_are_written(tmp_path):
     assert (tmp_path / "m.csv").read_text() == "epoch,train_loss,val_top1\n1,1,50\n2,0.5,75\n"
     engine.plot_history(tmp_path / "c.png", history, {"loss": ["train_loss"], "accuracy": ["val_top1", "absent"]})
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unwrap_model_finds_the_module_inside_compile_wrappers():
+    model = torch.nn.Linear(2, 2)
+    assert engine.unwrap_model(torch.compile(model)) is model and engine.unwrap_model(model) is model

@@ -34,7 +34,8 @@ def test_digits_recipe_trains_and_writes_a_complete_run_folder(tmp_path, capsys)
     out = capsys.readouterr().out
     run = tmp_path / "demo"
     assert "1257 train / 180 val / 360 test images, 10 classes" in out
-    assert "epoch 1/1: 19/19 steps" in out and "img/s=" in out and "val_top1=" in out and "test top-1" in out
+    assert "epoch 1/1: 19/19 steps" in out and "img/s=" in out and "val_top1=" in out
+    assert "best.pth is epoch 1 (highest val top-1" in out and "test (360 images): top-1" in out
     assert sorted(p.name for p in run.iterdir()) == ["best.pth", "config.yaml", "curves.png", "last.pth", "metrics.csv",
                                                      "summary.json"]
     # one epoch of the real recipe already classifies most digits
@@ -57,7 +58,7 @@ def test_gradient_accumulation_matches_the_full_batch_and_ema_is_kept(tmp_path, 
     common = fast_overrides(tmp_path, data__path=str(folder_data), data__dataset="folder", train__epochs=2)
     full = trainer.train("folder", common + ["log.name=full"])
     accum = trainer.train("folder", common + ["log.name=accum", "train.accum_steps=2", "train.ema=true",
-                                              "train.ema_decay=0.5"])
+                                              "train.ema_decay=0.5", "train.best_metric=val_loss"])
     a, b = [torch.load(tmp_path / n / "last.pth", weights_only=True) for n in ("full", "accum")]
     for ra, rb in zip(a["history"], b["history"]):
         assert rb["train_loss"] == pytest.approx(ra["train_loss"], abs=1e-5)
@@ -65,7 +66,13 @@ def test_gradient_accumulation_matches_the_full_batch_and_ema_is_kept(tmp_path, 
     assert _max_diff(a["model"], b["model"]) < 1e-4  # Adam steps are ~lr (2e-3): float sums differ in order only
     assert a["model_ema"] is None and b["model_ema"] is not None and _max_diff(b["model"], b["model_ema"]) > 1e-4
     assert "val_top1_ema" in b["history"][-1] and "val_top1_ema" in open(tmp_path / "accum" / "metrics.csv").readline()
-    assert full["best_val_top1"] == pytest.approx(accum["best_val_top1"])
+    # best.pth: the last epoch with the highest val top-1 (default), or the lowest val loss
+    top1 = [r["val_top1"] for r in a["history"]]
+    assert full["best_epoch"] == len(top1) - top1[::-1].index(max(top1)) and full["best_metric"] == "val_top1"
+    losses = [r["val_loss"] for r in b["history"]]
+    assert accum["best_epoch"] == len(losses) - losses[::-1].index(min(losses)) and accum["best_val_loss"] == min(losses)
+    best = torch.load(tmp_path / "accum" / "best.pth", weights_only=True)
+    assert best["epoch"] == accum["best_epoch"] and best["model_ema"] is not None
     assert "1 process x 8 x 2 accumulation" in capsys.readouterr().out
 
 

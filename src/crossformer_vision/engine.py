@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -510,16 +510,23 @@ class TensorBoardLogger:
 
     def __init__(self, log_dir: PathLike, mode: Union[str, bool] = "auto") -> None:
         self.writer = None
-        if mode is False or not is_main_process():
+        if mode is True and not self.available():
+            raise ValueError("log.tensorboard=true but tensorboard is not installed: pip install tensorboard, "
+                             "or set log.tensorboard=auto")
+        if mode is False or not is_main_process() or not self.available():
             return
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            if mode is True:
-                raise ValueError("log.tensorboard=true but tensorboard is not installed: pip install tensorboard, "
-                                 "or set log.tensorboard=auto") from None
-            return
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    @staticmethod
+    def available() -> bool:
+        """Whether ``torch.utils.tensorboard`` (which needs the ``tensorboard`` package) imports."""
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            return False
+        return True
 
     @property
     def enabled(self) -> bool:

@@ -130,6 +130,7 @@ DEFAULTS: Config = {
         "device": "auto",  # "auto", "cpu", "cuda"
         "threads": None,  # CPU threads per process; None: the cores available / local processes
         "eval_batch_size": None,  # per process; None: the training micro-batch
+        "best_metric": "val_top1",  # what makes best.pth: highest val_top1 or lowest val_loss
     },
     "log": {
         "output": "runs",  # runs are written to output/name
@@ -152,6 +153,7 @@ _CHOICES: Dict[str, Sequence[Any]] = {
     "aug.mixup_mode": ("batch", "pair", "elem"),
     "train.amp": ("none", "fp16", "bf16"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.best_metric": ("val_top1", "val_loss"),
     "log.tensorboard": ("auto", True, False),
 }
 _FLOAT_OR_NONE = ("model.drop_path_rate", "optim.layer_decay", "optim.clip_grad")

@@ -8,7 +8,7 @@
 
 A run folder holds ``config.yaml`` (the resolved recipe), ``metrics.csv`` (one row per epoch), ``last.pth``
 (everything needed to resume: model, optimizer, scheduler, gradient scaler, EMA, RNG states of every process,
-epoch, history), ``best.pth`` (weights of the epoch with the best validation top-1), ``curves.png`` and
+epoch, history), ``best.pth`` (weights of the epoch with the best ``train.best_metric``), ``curves.png`` and
 ``summary.json``. Checkpoints hold tensors and plain data only: ``torch.load(path, weights_only=True)`` reads
 them, and so do :func:`crossformer_vision.load_checkpoint_file` and timm's ``pretrained_cfg_overlay=dict(file=...)``.
 """
@@ -205,6 +205,9 @@ class _Trainer:
 
         self.cfg, self.info, self.device = cfg, info, info.device
         t = cfg["train"]
+        if cfg["log"]["tensorboard"] is True and not engine.TensorBoardLogger.available():
+            raise ValueError("log.tensorboard=true but tensorboard is not installed: pip install tensorboard, "
+                             "or set log.tensorboard=auto")
         self.threads = engine.configure_threads(t["threads"], info.local_world_size)
         engine.seed_everything(t["seed"] + info.rank)
 
@@ -273,7 +276,7 @@ class _Trainer:
         # ---- state
         self.start_epoch, self.num_updates = 0, 0
         self.history: List[Dict[str, Any]] = []
-        self.best: Dict[str, Any] = {"epoch": None, "val_top1": -1.0}
+        self.best: Dict[str, Any] = {"epoch": None, "metric": t["best_metric"], "value": None}
         self.best_weights: Optional[Dict[str, torch.Tensor]] = None
         self.checkpoint = checkpoint
         if checkpoint is not None:
@@ -376,9 +379,9 @@ class _Trainer:
         bad = engine.all_reduce_sum((~torch.isfinite(value)).float())
         self._last_loss = value.item()
         if bad.item() > 0:
+            where = "non-finite" if not math.isfinite(self._last_loss) else "non-finite in another process"
             raise NonFiniteLossError(
-                f"training stopped: the loss became {self._last_loss if math.isfinite(self._last_loss) else 'non-finite'} "
-                f"at epoch {epoch + 1}, step {step + 1} (lr {self._lr():.3g})")
+                f"training stopped: the loss became {where} at epoch {epoch + 1}, step {step + 1} (lr {self._lr():.3g})")
 
     # -------------------------------------------------------------------------------------- the run
     def run(self, run_dir: Path, created: bool) -> Dict[str, Any]:
@@ -386,8 +389,8 @@ class _Trainer:
         wall = time.perf_counter()
         prior_time = float(self.history[-1]["elapsed_s"]) if self.history else 0.0
         is_main = self.info.is_main
-        tb = engine.TensorBoardLogger(run_dir / "tensorboard", self.cfg["log"]["tensorboard"])
         with engine.RunDirGuard(run_dir, created) as guard:
+            tb = engine.TensorBoardLogger(run_dir / "tensorboard", self.cfg["log"]["tensorboard"])
             if self.checkpoint is not None:
                 guard.keep()
             if is_main:
@@ -395,6 +398,7 @@ class _Trainer:
                 if self.history:
                     engine.write_csv(run_dir / "metrics.csv", self.history)
             self._print_header(created)
+            plotted = time.perf_counter()
             try:
                 for epoch in range(self.start_epoch, self.epochs):
                     row: Dict[str, Any] = {"epoch": epoch + 1}
@@ -405,9 +409,10 @@ class _Trainer:
                     row["lr"] = self._lr()
                     row["elapsed_s"] = prior_time + time.perf_counter() - wall
                     self.history.append(row)
-                    improved = row["val_top1"] > self.best["val_top1"]
+                    improved = self._improves(row)
                     if improved:
-                        self.best = {"epoch": epoch + 1, "val_top1": row["val_top1"], "val_loss": row["val_loss"]}
+                        self.best.update(epoch=epoch + 1, value=row[self.best["metric"]], val_top1=row["val_top1"],
+                                         val_loss=row["val_loss"])
                         self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
                     self._save(epoch + 1, improved)
                     guard.keep()
@@ -416,12 +421,15 @@ class _Trainer:
                         f"val_loss={row['val_loss']:.4f}, val_top1={row['val_top1']:.2f}%{' (best)' if improved else ''}")
                     if is_main:
                         engine.write_csv(run_dir / "metrics.csv", self.history)
-                        engine.plot_history(run_dir / "curves.png", self.history, _PANELS, title=run_dir.name)
+                        if epoch + 1 == self.epochs or time.perf_counter() - plotted > 30:  # the plot is slow-ish
+                            engine.plot_history(run_dir / "curves.png", self.history, _PANELS, title=run_dir.name)
+                            plotted = time.perf_counter()
                         tb.log({k: v for k, v in row.items() if k != "epoch"}, epoch + 1)
                     if row["skipped"]:
                         _print(f"  {row['skipped']} unreadable images were skipped in this epoch")
             except NonFiniteLossError as err:
                 if not guard.armed and is_main:
+                    engine.plot_history(run_dir / "curves.png", self.history, _PANELS, title=run_dir.name)
                     self._write_summary({"status": "stopped: non-finite loss", "message": str(err)})
                 where = (f"; the last good checkpoint is {run_dir / 'last.pth'} (epoch {len(self.history)})"
                          if not guard.armed else "; no epoch had finished, so no run folder was kept")
@@ -430,6 +438,13 @@ class _Trainer:
             finally:
                 tb.close()
         return self._finish(prior_time + time.perf_counter() - wall)
+
+    def _improves(self, row: Mapping[str, Any]) -> bool:
+        """Better or as good: a tie goes to the later epoch, which has trained longer at a lower learning rate."""
+        value, best = row[self.best["metric"]], self.best["value"]
+        if best is None:
+            return True
+        return value <= best if self.best["metric"].endswith("loss") else value >= best
 
     def _validate(self, model: nn.Module) -> Dict[str, float]:
         out = evaluate_model(model, self.val_loader, self.device, self.amp_dtype)
@@ -473,6 +488,9 @@ class _Trainer:
         _print(f"  run folder: {self.run_dir}")
 
     def _finish(self, elapsed: float) -> Dict[str, Any]:
+        last_test = None
+        if self.test_loader is not None and self.best["epoch"] != len(self.history):
+            last_test = evaluate_model(self.model, self.test_loader, self.device, self.amp_dtype)
         if self.best_weights is None:  # resumed after the last epoch that improved: best.pth has them
             self.best_weights = _read_training_checkpoint(self.run_dir / "best.pth", need_state=False)["model"]
         load_state_dict_checked(self.model, self.best_weights, strict=True)
@@ -483,7 +501,9 @@ class _Trainer:
             "dataset": self.cfg["data"]["dataset"] if self.cfg["data"]["dataset"] == "digits" else self.cfg["data"]["path"],
             "epochs": self.epochs,
             "best_epoch": self.best["epoch"],
+            "best_metric": self.best["metric"],
             "best_val_top1": self.best["val_top1"],
+            "best_val_loss": self.best["val_loss"],
             "train_time_s": round(elapsed, 1),
             "images_per_s": round(sum(r["images_per_s"] for r in self.history) / len(self.history), 1),
             "processes": self.info.world_size,
@@ -492,11 +512,20 @@ class _Trainer:
         if self.test_loader is not None:
             test = evaluate_model(self.model, self.test_loader, self.device, self.amp_dtype)
             summary.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"], test_images=test["images"])
+            last_test = last_test or test
+            summary.update(last_test_top1=last_test["top1"], last_test_top5=last_test["top5"], last_test_loss=last_test["loss"])
         if self.info.is_main:
             self._write_summary(summary)
-            _print(f"done in {elapsed:.1f}s: best epoch {summary['best_epoch']} (val top-1 {summary['best_val_top1']:.2f}%)"
-                   + (f", test top-1 {summary['test_top1']:.2f}% top-5 {summary['test_top5']:.2f}% loss "
-                      f"{summary['test_loss']:.4f} on {summary['test_images']} images" if "test_top1" in summary else ""))
+            if self.best["metric"] == "val_loss":
+                why = f"lowest val loss {summary['best_val_loss']:.4f}, val top-1 {summary['best_val_top1']:.2f}%"
+            else:
+                why = f"highest val top-1 {summary['best_val_top1']:.2f}%"
+            _print(f"done in {elapsed:.1f}s; best.pth is epoch {summary['best_epoch']} ({why})")
+            if "test_top1" in summary:
+                _print(f"  test ({summary['test_images']} images): top-1 {summary['test_top1']:.2f}%, top-5 "
+                       f"{summary['test_top5']:.2f}%, loss {summary['test_loss']:.4f}; last.pth (epoch {len(self.history)}): "
+                       f"top-1 {summary['last_test_top1']:.2f}%, top-5 {summary['last_test_top5']:.2f}%, "
+                       f"loss {summary['last_test_loss']:.4f}")
             _print(f"  wrote {self.run_dir}/: config.yaml metrics.csv curves.png last.pth best.pth summary.json")
         return summary
 
