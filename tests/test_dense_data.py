@@ -246,6 +246,16 @@ def test_segmentation_transforms_and_collate(synthetic):
     assert (labels[0, h0:] == 255).all() and (images[0, :, h0:] == 0).all()
 
 
+def test_pad_to_multiple_for_smp_models():
+    x = torch.rand(2, 3, 70, 100)
+    padded = dense.pad_to_multiple(x)
+    assert padded.shape == (2, 3, 96, 128) and torch.equal(padded[..., :70, :100], x)
+    assert (padded[..., 70:, :] == 0).all() and (padded[..., :, 100:] == 0).all()
+    labels = dense.pad_to_multiple(torch.zeros(70, 100, dtype=torch.long), value=255)
+    assert labels.shape == (96, 128) and (labels[70:] == 255).all() and (labels[:70, :100] == 0).all()
+    assert dense.pad_to_multiple(torch.zeros(1, 64, 32)).shape == (1, 64, 32)
+
+
 def test_drawings(tmp_path):
     image = torch.zeros(3, 60, 80)
     pred = {"boxes": torch.tensor([[10.0, 10.0, 50.0, 40.0], [0.0, 0.0, 5.0, 5.0], [60.0, 40.0, 70.0, 50.0]]),

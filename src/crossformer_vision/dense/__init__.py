@@ -27,6 +27,7 @@ from .datasets import (
     collate_segmentation,
     detection_transforms,
     load_image,
+    pad_to_multiple,
     segmentation_transforms,
 )
 from .detection import PAPER_DETECTION, fasterrcnn, maskrcnn, retinanet
@@ -104,6 +105,7 @@ __all__ = [
     "load_image",
     "make_synthetic_dataset",
     "maskrcnn",
+    "pad_to_multiple",
     "palette",
     "retinanet",
     "save_png",

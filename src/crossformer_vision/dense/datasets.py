@@ -45,6 +45,7 @@ __all__ = [
     "collate_segmentation",
     "detection_transforms",
     "load_image",
+    "pad_to_multiple",
     "segmentation_transforms",
 ]
 
@@ -556,6 +557,18 @@ def collate_detection(batch: Sequence[Tuple[Any, Dict[str, Any]]]) -> Tuple[List
     images = [_plain(image) for image, _ in batch]
     targets = [{k: _plain(v) for k, v in target.items()} for _, target in batch]
     return images, targets
+
+
+def pad_to_multiple(tensor: Tensor, multiple: int = 32, value: float = 0.0) -> Tensor:
+    """Pad the last two dimensions (bottom and right) up to multiples of ``multiple``.
+
+    smp models need inputs whose height and width are multiples of 32; use ``value=255`` (the ignore index)
+    for label maps and crop predictions back to the original size afterwards. ``(..., H, W)`` -> ``(..., H', W')``.
+    """
+    pad_h, pad_w = -tensor.shape[-2] % multiple, -tensor.shape[-1] % multiple
+    if not (pad_h or pad_w):
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, pad_w, 0, pad_h), value=value)
 
 
 def collate_segmentation(batch: Sequence[Tuple[Tensor, Tensor]], ignore_index: int = 255) -> Tuple[Tensor, Tensor]:

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..weights import PathLike
 from .backbone import backbone_kwargs_for, load_backbone_weights
+from .datasets import pad_to_multiple
 
 __all__ = ["LAYOUTS", "PAPER_SEGMENTATION", "Segmenter", "segmentation_loss", "semantic_fpn", "upernet"]
 
@@ -84,11 +85,8 @@ class Segmenter(nn.Module):
                 f"got {images.dtype} {list(images.shape)}"
             )
         height, width = images.shape[-2:]
-        x = (images - self.mean) / self.std
-        pad_h = -height % self.size_divisor
-        pad_w = -width % self.size_divisor
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))  # zeros after normalisation, like mmseg's Pad
+        # zeros after normalisation (the mean colour), like mmseg's Pad
+        x = pad_to_multiple((images - self.mean) / self.std, self.size_divisor)
         features = self.net.encoder(x)
         out = self.net.segmentation_head(self.net.decoder(features))
         result = {"out": out[..., :height, :width]}
