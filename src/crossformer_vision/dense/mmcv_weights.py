@@ -65,6 +65,9 @@ class DenseLoadReport(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+# A mapper returns (checkpoint key, model key) pairs for tensors copied as they are, and writes tensors that
+# need a transformation (class reordering, background rows) into ``out`` itself, returning their checkpoint
+# keys with an empty model key so they count as used.
 def _conv_module(src: str, dst: str, norm_dst: Optional[str] = None) -> List[Tuple[str, str]]:
     """mmcv ``ConvModule`` ``{src}.conv.*`` / ``{src}.bn.*`` -> ``{dst}.*`` / ``{norm_dst}.*`` key pairs."""
     pairs = [(f"{src}.conv.weight", f"{dst}.weight"), (f"{src}.conv.bias", f"{dst}.bias")]
