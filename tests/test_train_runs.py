@@ -52,6 +52,24 @@ def test_digits_recipe_trains_and_writes_a_complete_run_folder(tmp_path, capsys)
     assert last["epoch"] == 1 and last["classes"] == [str(i) for i in range(10)] and len(last["rng"]) == 1
     best = torch.load(run / "best.pth", weights_only=True)
     assert "optimizer" not in best and _max_diff(best["model"], last["model"]) == 0
+    evaluated = trainer.evaluate(run)  # a digits run is evaluated on its test split by default
+    assert evaluated["data"] == "digits/test" and evaluated["top1"] == pytest.approx(summary["test_top1"])
+
+
+def test_the_papers_augmentation_runs_mixup_cutmix_randaugment_erasing(tmp_path, folder_data, monkeypatch):
+    import timm.data
+
+    calls = []
+    real = timm.data.Mixup.__call__
+    monkeypatch.setattr(timm.data.Mixup, "__call__", lambda self, x, y: calls.append(len(x)) or real(self, x, y))
+    paper = {"aug.scale": [0.08, 1.0], "aug.ratio": [0.75, 1.3333333], "aug.hflip": 0.5, "aug.color_jitter": 0.4,
+             "aug.auto_augment": "rand-m9-mstd0.5-inc1", "aug.reprob": 0.25, "aug.mixup": 0.8, "aug.cutmix": 1.0,
+             "aug.smoothing": 0.1, "model.drop_path_rate": 0.1}
+    overrides = fast_overrides(tmp_path, data__path=str(folder_data), train__epochs=1, sched__warmup_epochs=0)
+    summary = trainer.train("folder", overrides + [f"{k}={v}" for k, v in paper.items()] + ["log.name=paper"])
+    assert calls == [16, 16, 16]  # every batch mixed (soft targets, SoftTargetCrossEntropy)
+    history = torch.load(tmp_path / "paper" / "last.pth", weights_only=True)["history"]
+    assert summary["status"] == "finished" and 0 < history[0]["train_loss"] < 5
 
 
 def test_gradient_accumulation_matches_the_full_batch_and_ema_is_kept(tmp_path, folder_data, capsys):
