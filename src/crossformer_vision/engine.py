@@ -427,7 +427,9 @@ class Progress:
         if self.enabled and bar and self.stream.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=True, mininterval=0.5, leave=True)
+            sized = min(shutil.get_terminal_size((0, 0))) > 0  # pseudo-terminals may report 0x0, which hides bars
+            self.bar = tqdm(total=total, desc=desc, file=self.stream, dynamic_ncols=sized, ncols=None if sized else 120,
+                            nrows=None if sized else 24, mininterval=0.5, leave=True)
 
     def update(self, n: int = 1, postfix: Optional[str] = None) -> None:
         """Advance by ``n`` steps; ``postfix`` replaces the text after the bar (drawn at the bar's own pace)."""
