@@ -210,6 +210,25 @@ def test_synthetic_ground_truth_is_exact(synthetic):
             assert set(label.unique().tolist()) <= {0, 1, 2, 3, 4}
 
 
+def test_colour_by_class_gives_each_class_its_hue(tmp_path):
+    import colorsys
+
+    from crossformer_vision.dense.synthetic import class_hue
+
+    data = dense.make_synthetic_dataset(tmp_path, num_train=4, num_val=1, colour_by_class=True)
+    assert json.loads((tmp_path / "dataset_info.json").read_text())["parameters"]["colour_by_class"] is True
+    ds = data.coco("train", masks=True)
+    for i in range(len(ds)):
+        image, target = ds[i]
+        for mask, label in zip(target["masks"].bool(), target["labels"]):
+            # the brightest pixels of a shape (shading only darkens) carry its colour
+            pixels = image[:, mask].T
+            colour = pixels[pixels.sum(1) >= pixels.sum(1).quantile(0.9)].mean(0)
+            hue = colorsys.rgb_to_hsv(*colour.tolist())[0]
+            distance = abs((hue - class_hue(int(label) - 1) + 0.5) % 1.0 - 0.5)
+            assert distance < 0.05
+
+
 # ---------------------------------------------------------------------------------------------- transforms, collate, drawing
 def test_detection_flip_moves_boxes_and_masks_together(synthetic):
     ds = synthetic.coco("train", masks=True, transforms=dense.detection_transforms(train=True, flip_prob=1.0))

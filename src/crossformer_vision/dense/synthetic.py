@@ -16,17 +16,18 @@ Layout written under ``root`` (COCO for detection / instances, folders of label 
 
 The same ``seed`` and parameters always give the same files.
 """
+import colorsys
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
 from ..weights import PathLike
 
-__all__ = ["SHAPES", "SyntheticDataset", "make_synthetic_dataset", "render_sample"]
+__all__ = ["SHAPES", "SyntheticDataset", "class_hue", "make_synthetic_dataset", "render_sample"]
 
 #: Object classes, in label order (detection labels 1..4; semantic labels 1..4 with 0 = background).
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle", "cross")
@@ -124,12 +125,29 @@ def _shape_mask(kind: int, cx: float, cy: float, size: float, angle: float, heig
     return ((np.abs(u) <= size) & (np.abs(v) <= arm)) | ((np.abs(u) <= arm) & (np.abs(v) <= size))
 
 
-def _colour(rng: np.random.Generator, avoid: Sequence[np.ndarray], min_distance: float = 0.35) -> np.ndarray:
+def _colour(
+    rng: np.random.Generator, avoid: Sequence[np.ndarray], hue: Optional[float] = None, min_distance: float = 0.35
+) -> np.ndarray:
+    """A random colour (near ``hue``, +-0.03, if given) at least ``min_distance`` from each of ``avoid``, or
+    the farthest of 100 tries."""
+    best, best_distance = None, -1.0
     for _ in range(100):
-        colour = rng.random(3)
-        if all(np.linalg.norm(colour - a) >= min_distance for a in avoid):
+        if hue is None:
+            colour = rng.random(3)
+        else:
+            h = (hue + rng.uniform(-0.03, 0.03)) % 1.0
+            colour = np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0)))
+        distance = min(float(np.linalg.norm(colour - a)) for a in avoid)
+        if distance >= min_distance:
             return colour
-    return 1.0 - avoid[0]
+        if distance > best_distance:
+            best, best_distance = colour, distance
+    return best
+
+
+def class_hue(kind: int) -> float:
+    """Base hue (0-1) of shape class ``kind`` (0..3) when ``colour_by_class`` is on."""
+    return kind / len(SHAPES)
 
 
 def render_sample(
@@ -139,6 +157,7 @@ def render_sample(
     max_objects: int = 4,
     size_range: Tuple[float, float] = (0.08, 0.22),
     min_visible: float = 0.5,
+    colour_by_class: bool = False,
 ) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]], np.ndarray]:
     """Draw one image.
 
@@ -148,6 +167,8 @@ def render_sample(
         max_objects: Shapes per image are 1..max_objects.
         size_range: Shape radius as a fraction of the image's short side.
         min_visible: A shape is redrawn elsewhere if occlusion leaves less than this fraction of it visible.
+        colour_by_class: Give each class its own hue (:func:`class_hue`, +-0.03) instead of any colour, so
+            colour is a cue besides shape (an easier task, for quick demos).
 
     Returns:
         ``(image, instances, semantic)``: uint8 ``(H, W, 3)``; a list of ``(class index 0..3, visible mask
@@ -172,7 +193,7 @@ def render_sample(
                 kinds.append(kind)
                 full.append(mask)
                 visible.append(mask.copy())
-                colour = _colour(rng, [background_a, background_b])
+                colour = _colour(rng, [background_a, background_b], class_hue(kind) if colour_by_class else None)
                 shade = 0.85 + 0.15 * _texture(rng, height, width)[..., None]
                 image = np.where(mask[..., None], colour * shade, image)
                 break
@@ -204,6 +225,7 @@ def make_synthetic_dataset(
     num_val: int = 50,
     image_size: Union[int, Tuple[int, int]] = (128, 192),
     max_objects: int = 4,
+    colour_by_class: bool = False,
     seed: int = 0,
     overwrite: bool = False,
 ) -> SyntheticDataset:
@@ -214,6 +236,9 @@ def make_synthetic_dataset(
         num_train, num_val: Images per split.
         image_size: Side length, or ``(min, max)``: each image's height and width are drawn from that range.
         max_objects: Shapes per image are 1..max_objects.
+        colour_by_class: Each class gets its own hue, so colour as well as shape tells the classes apart (an
+            easier task that small models learn in minutes on a CPU); by default colours are random and only
+            the shape does.
         seed: Everything is a function of the seed and the other arguments.
         overwrite: Regenerate even if ``root`` holds a dataset made with other parameters.
 
@@ -230,7 +255,7 @@ def make_synthetic_dataset(
         raise ValueError("num_train, num_val and max_objects must be at least 1")
     root = Path(root)
     params = dict(format_version=_FORMAT_VERSION, num_train=num_train, num_val=num_val, image_size=[low, high],
-                  max_objects=max_objects, seed=seed, classes=list(SHAPES))
+                  max_objects=max_objects, colour_by_class=colour_by_class, seed=seed, classes=list(SHAPES))
     info_path = root / "dataset_info.json"
     dataset = SyntheticDataset(root)
     if info_path.is_file() and not overwrite:
@@ -251,7 +276,7 @@ def make_synthetic_dataset(
         for index in range(count):
             rng = np.random.default_rng([seed, split_index, index])
             height, width = (int(v) for v in rng.integers(low, high + 1, size=2))
-            image, instances, semantic = render_sample(rng, height, width, max_objects)
+            image, instances, semantic = render_sample(rng, height, width, max_objects, colour_by_class=colour_by_class)
             name = f"{index:05d}.png"
             Image.fromarray(image).save(dataset.image_dir(split) / name)
             Image.fromarray(semantic, mode="L").save(dataset.label_dir(split) / name)
