@@ -226,6 +226,11 @@ def upernet(
                   high_resolution=high_resolution, lda_mode=lda_mode, backbone_kwargs=dict(backbone_kwargs or {}))
     net = smp.UPerNet(encoder_name=f"tu-{backbone}", encoder_weights=None, decoder_channels=decoder_channels,
                       classes=num_classes, **backbone_kwargs_for(high_resolution, lda_mode, backbone_kwargs))
+    if not all(hasattr(net.decoder, name) for name in ("feature_norms", "fpn_conv_blocks", "fusion_block")):
+        raise ImportError(
+            f"segmentation-models-pytorch {smp.__version__} has an older UPerNet decoder (no FPN output convs); "
+            "the paper's UPerNet needs segmentation-models-pytorch>=0.6: pip install -U segmentation-models-pytorch"
+        )
     if layout == "mmseg":
         net.decoder.feature_norms = nn.ModuleList(nn.Identity() for _ in net.decoder.feature_norms)
         net.decoder.fusion_block.append(nn.Dropout2d(dropout))
