@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 __all__ = [
+    "DIGITS_CLASSES",
     "DIGITS_SPLIT",
     "IMAGE_EXTENSIONS",
     "DigitsDataset",
