@@ -177,26 +177,26 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Config:
     return out
 
 
-def _config_dirs() -> List[Path]:
+def _config_dirs(subdir: str = "") -> List[Path]:
     dirs = []
     if os.environ.get("CROSSFORMER_CONFIGS"):
-        dirs.append(Path(os.environ["CROSSFORMER_CONFIGS"]))
-    dirs.append(Path(__file__).resolve().parents[2] / "configs")  # source checkout / editable install
-    dirs.append(Path.cwd() / "configs")
+        dirs.append(Path(os.environ["CROSSFORMER_CONFIGS"]) / subdir)
+    dirs.append(Path(__file__).resolve().parents[2] / "configs" / subdir)  # source checkout / editable install
+    dirs.append(Path.cwd() / "configs" / subdir)
     return dirs
 
 
-def list_recipes() -> List[str]:
-    """Names of the recipes found in ``configs/`` (``$CROSSFORMER_CONFIGS`` first)."""
+def list_recipes(subdir: str = "") -> List[str]:
+    """Names of the recipes found in ``configs/`` (``$CROSSFORMER_CONFIGS`` first), or in ``configs/<subdir>/``."""
     names = set()
-    for folder in _config_dirs():
+    for folder in _config_dirs(subdir):
         if folder.is_dir():
             names.update(p.stem for p in folder.glob("*.yaml"))
     return sorted(names)
 
 
-def find_recipe(name_or_path: Union[str, os.PathLike]) -> Path:
-    """Path of a recipe given as a YAML file or a name from :func:`list_recipes`.
+def find_recipe(name_or_path: Union[str, os.PathLike], subdir: str = "") -> Path:
+    """Path of a recipe given as a YAML file or a name from :func:`list_recipes` (of ``configs/<subdir>/``).
 
     Raises:
         FileNotFoundError: neither a file nor a known recipe name (close names are suggested).
@@ -204,11 +204,11 @@ def find_recipe(name_or_path: Union[str, os.PathLike]) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    for folder in _config_dirs():
+    for folder in _config_dirs(subdir):
         candidate = folder / f"{path.name}.yaml"
         if path.suffix == "" and candidate.is_file():
             return candidate
-    known = list_recipes()
+    known = list_recipes(subdir)
     close = difflib.get_close_matches(str(name_or_path), known, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise FileNotFoundError(
@@ -216,9 +216,9 @@ def find_recipe(name_or_path: Union[str, os.PathLike]) -> Path:
     )
 
 
-def load_recipe(name_or_path: Union[str, os.PathLike]) -> Config:
-    """Read a recipe YAML (only the fields it sets; merge with :func:`resolve_config`)."""
-    path = find_recipe(name_or_path)
+def load_recipe(name_or_path: Union[str, os.PathLike], subdir: str = "") -> Config:
+    """Read a recipe YAML (only the fields it sets; merge with :func:`resolve_config`); ``subdir`` as :func:`find_recipe`."""
+    path = find_recipe(name_or_path, subdir)
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
