@@ -118,6 +118,25 @@ class CocoEvaluator:
                     rle["counts"] = rle["counts"].decode("ascii")
                     self._results["segm"].append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": float(s)})
 
+    def synchronize(self) -> None:
+        """Under ``torchrun``, merge every process's predictions into each evaluator (a collective call: every
+        rank must make it; no-op in a single process). Each rank should have evaluated its own images."""
+        from ..engine import all_gather_object
+
+        parts = all_gather_object((self.image_ids, self._results, self.num_background_predictions))
+        if len(parts) == 1:
+            return
+        self.reset()
+        for image_ids, results, background in parts:
+            repeated = self._seen.intersection(image_ids)
+            if repeated:
+                raise ValueError(f"images {sorted(repeated)[:5]} were evaluated by several processes; give each its own shard")
+            self._seen.update(image_ids)
+            self.image_ids += list(image_ids)
+            for iou_type in self.iou_types:
+                self._results[iou_type] += results[iou_type]
+            self.num_background_predictions += background
+
     def _binary_masks(self, image_id: int, pred: Mapping[str, Tensor], keep: Tensor) -> np.ndarray:
         if "masks" not in pred:
             raise ValueError("mask AP ('segm') needs predictions with 'masks'; evaluate with iou_types=('bbox',)")
