@@ -34,11 +34,18 @@ POS_EMBED_TYPES = ("dpb", "dpb_residual", "rpb", "ape", "none")
 
 
 def _is_compiling() -> bool:
-    """True while torch.compile / torch.export trace the model (python-side caches must step aside)."""
+    """True while torch.compile traces the model (python-side caches must step aside)."""
     is_compiling = getattr(torch.compiler, "is_compiling", None)
     if is_compiling is None:  # torch < 2.3
         return torch._dynamo.is_compiling()
     return is_compiling()
+
+
+@torch.jit.unused
+def _is_exporting() -> bool:
+    """True while ``torch.export`` (and the ONNX exporter built on it) traces the model."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting is not None and is_exporting())
 
 
 def cel_channel_split(out_dim: int, num_kernels: int) -> List[int]:
@@ -118,6 +125,10 @@ class CrossScaleEmbedding(nn.Module):
             x = self.norm(x).permute(0, 3, 1, 2)
         elif self.channels_last_input:
             x = x.permute(0, 3, 1, 2)
+        if not torch.jit.is_scripting() and _is_exporting() and (self.norm_first or self.channels_last_input):
+            # with a symbolic batch, channels-last strides make the convolution's layout choice guard on
+            # batch > 1; a plain NCHW copy keeps one exported graph valid for every batch size
+            x = x.contiguous()
         outs = [proj(x).permute(0, 2, 3, 1) for proj in self.projs]  # each (B, H', W', d_i)
         x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         if not self.norm_first:
@@ -179,7 +190,7 @@ class DynamicPositionBias(nn.Module):
         """Bias for a ``Gh x Gw`` group: ``(num_heads, N, N)`` with ``N = Gh * Gw``."""
         n = group_h * group_w
         index = _relative_position_index(group_h, group_w, self.pos_proj.weight.device)
-        return self.table(group_h, group_w)[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
+        return self.table(group_h, group_w)[index.reshape(n * n)].reshape(n, n, self.num_heads).permute(2, 0, 1)
 
 
 class RelativePositionBias(nn.Module):
@@ -203,10 +214,10 @@ class RelativePositionBias(nn.Module):
         if group_h != self.group_size or group_w != self.group_size:
             grid = table.transpose(0, 1).reshape(1, self.num_heads, side, side)
             grid = F.interpolate(grid, size=(2 * group_h - 1, 2 * group_w - 1), mode="bicubic", align_corners=False)
-            table = grid.reshape(self.num_heads, -1).transpose(0, 1)
+            table = grid.reshape(self.num_heads, (2 * group_h - 1) * (2 * group_w - 1)).transpose(0, 1)
         n = group_h * group_w
         index = _relative_position_index(group_h, group_w, table.device)
-        return table[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
+        return table[index.reshape(n * n)].reshape(n, n, self.num_heads).permute(2, 0, 1)
 
 
 def _round_up(size: int, multiple: int) -> int:
@@ -244,14 +255,42 @@ def group_layout(
     return group_size, group_size, interval, _round_up(height, span), _round_up(width, span)
 
 
-def _padding_mask(height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, device: torch.device) -> Tensor:
+def _padding_mask(height: int, width: int, gh: int, gw: int, i: int, rh: int, rw: int, device: torch.device) -> Tensor:
     """``(num_groups, gh*gw)``, True where the key is padding; groups in the order used by the attention."""
-    pad = torch.zeros(hp, wp, dtype=torch.bool, device=device)
-    pad[height:, :] = True
-    pad[:, width:] = True
-    rh, rw = hp // (gh * i), wp // (gw * i)
+    rows = torch.arange(rh * gh * i, device=device) >= height
+    cols = torch.arange(rw * gw * i, device=device) >= width
+    pad = rows[:, None] | cols[None, :]  # (hp, wp)
     # (rh, gh, i, rw, gw, i) -> (rh, rw, i, i, gh, gw)
-    return pad.reshape(rh, gh, i, rw, gw, i).permute(0, 3, 2, 5, 1, 4).reshape(rh * rw * i * i, gh * gw)
+    return pad.view(rh, gh, i, rw, gw, i).permute(0, 3, 2, 5, 1, 4).reshape(rh * rw * i * i, gh * gw)
+
+
+def _axis(size: int, dim: int, device: torch.device) -> Tensor:
+    """``arange(size)`` shaped to broadcast along axis ``dim`` of a 6-D grid."""
+    shape = [1, 1, 1, 1, 1, 1]
+    shape[dim] = -1
+    return torch.arange(size, device=device).view(shape)
+
+
+def _group_coordinates(gh: int, gw: int, i: int, rh: int, rw: int, device: torch.device) -> Tuple[Tensor, Tensor]:
+    """For the export path: row and column of each token in group order, each ``(rh*rw*i*i*gh*gw,)``.
+
+    Group order is ``(rh, rw, i, i)`` groups of ``(gh, gw)`` tokens, as in :meth:`LSDAttention._attend`. Built
+    from broadcast ``arange`` grids (no division or remainder by a symbolic size, which exporters handle
+    poorly).
+    """
+    y = _axis(rh, 0, device) * (gh * i) + _axis(i, 2, device) + _axis(gh, 4, device) * i
+    x = _axis(rw, 1, device) * (gw * i) + _axis(i, 3, device) + _axis(gw, 5, device) * i
+    shape = (rh, rw, i, i, gh, gw)
+    return y.expand(shape).reshape(-1), x.expand(shape).reshape(-1)
+
+
+def _ungrouped_order(gh: int, gw: int, i: int, rh: int, rw: int, device: torch.device) -> Tensor:
+    """Inverse of the group order: group-order index of each padded position, in row-major order."""
+    # source position (y, x) = (ry, gy, iy) x (rx, gx, ix) in mixed radix; group order is (ry, rx, iy, ix, gy, gw)
+    ry, gy, iy = _axis(rh, 0, device), _axis(gh, 1, device), _axis(i, 2, device)
+    rx, gx, ix = _axis(rw, 3, device), _axis(gw, 4, device), _axis(i, 5, device)
+    index = ((((ry * rw + rx) * i + iy) * i + ix) * gh + gy) * gw + gx
+    return index.expand(rh, gh, i, rw, gw, i).reshape(-1)
 
 
 @register_notrace_module
@@ -346,15 +385,16 @@ class LSDAttention(nn.Module):
         return pos(gh, gw)
 
     def _compute_bias(
-        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype, device: torch.device
+        self, height: int, width: int, gh: int, gw: int, i: int, rh: int, rw: int, padded: bool, dtype: torch.dtype,
+        device: torch.device,
     ) -> Optional[Tensor]:
         """Additive attention bias: ``(1, nH, N, N)``, or ``(num_groups, nH, N, N)`` when padding is masked."""
         bias = self._position_bias(gh, gw)
         if bias is not None:
             bias = bias.to(dtype).unsqueeze(0)
-        if hp == height and wp == width:
+        if not padded:
             return bias
-        mask = _padding_mask(height, width, gh, gw, i, hp, wp, device)
+        mask = _padding_mask(height, width, gh, gw, i, rh, rw, device)
         # Added to the logits of padded keys, like the official -1e6. Finite on purpose: a group made only of
         # padding gets a uniform (discarded) softmax instead of NaNs that would poison the backward pass.
         # float16 cannot hold -1e6, so it gets a value that still underflows exp() to zero.
@@ -370,19 +410,20 @@ class LSDAttention(nn.Module):
 
     @torch.jit.unused
     def _cached_bias(
-        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype, device: torch.device
+        self, height: int, width: int, gh: int, gw: int, i: int, rh: int, rw: int, padded: bool, dtype: torch.dtype,
+        device: torch.device,
     ) -> Optional[Tensor]:
         if _is_compiling():
-            return self._compute_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+            return self._compute_bias(height, width, gh, gw, i, rh, rw, padded, dtype, device)
         signature = self._weights_signature()
         if signature != self._bias_signature:
             self._bias_cache.clear()
             self._bias_signature = signature
-        key = (height, width, gh, gw, i, hp, wp, dtype, device)
+        key = (height, width, gh, gw, i, rh, rw, dtype, device)
         if key not in self._bias_cache:
             if len(self._bias_cache) >= 16:  # many input sizes: keep memory bounded
                 self._bias_cache.pop(next(iter(self._bias_cache)))
-            self._bias_cache[key] = self._compute_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+            self._bias_cache[key] = self._compute_bias(height, width, gh, gw, i, rh, rw, padded, dtype, device)
         return self._bias_cache[key]
 
     def clear_bias_cache(self) -> None:
@@ -391,49 +432,145 @@ class LSDAttention(nn.Module):
         self._bias_signature = ()
 
     def attention_bias(
-        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype, device: torch.device
+        self, height: int, width: int, gh: int, gw: int, i: int, rh: int, rw: int, padded: bool, dtype: torch.dtype,
+        device: torch.device,
     ) -> Optional[Tensor]:
+        """Position bias plus padding mask for one group layout (cached in eval mode without autograd).
+
+        Args:
+            height, width: Size of the unpadded map.
+            gh, gw, i: Group shape and interval; rh, rw: groups per padded map side (see :func:`group_layout`).
+            padded: Whether the map was padded (adds the key mask).
+        """
         if torch.jit.is_scripting() or self.training or torch.is_grad_enabled():
-            return self._compute_bias(height, width, gh, gw, i, hp, wp, dtype, device)
-        return self._cached_bias(height, width, gh, gw, i, hp, wp, dtype, device)
+            return self._compute_bias(height, width, gh, gw, i, rh, rw, padded, dtype, device)
+        return self._cached_bias(height, width, gh, gw, i, rh, rw, padded, dtype, device)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: Tensor) -> Tensor:
-        batch, height, width, channels = x.shape
+        if not torch.jit.is_scripting() and _is_exporting():
+            return self._forward_export(x)
+        _, height, width, _ = x.shape
         gh, gw, i, hp, wp = group_layout(
             height, width, self.group_size, self.interval, self.long_distance, self.fixed_interval
         )
+        return self._attend(x, gh, gw, i, hp, wp)
+
+    def _attend(self, x: Tensor, gh: int, gw: int, i: int, hp: int, wp: int) -> Tensor:
+        """Attention within ``gh x gw`` groups taken every ``i`` positions of ``x`` padded to ``hp x wp``."""
+        batch, height, width, channels = x.shape
         rh, rw = hp // (gh * i), wp // (gw * i)
         num_groups, tokens = rh * rw * i * i, gh * gw
         nh, hd = self.num_heads, self.head_dim
+        padded = hp != height or wp != width
 
         qkv = self.qkv(x)  # (B, H, W, 3C)
-        if hp != height or wp != width:
+        if padded:
             qkv = F.pad(qkv, (0, 0, 0, wp - width, 0, hp - height))
         # (B, rh, gh, i, rw, gw, i, 3, nH, hd) -> (3, B, rh, rw, i, i, nH, gh, gw, hd)
-        qkv = qkv.reshape(batch, rh, gh, i, rw, gw, i, 3, nh, hd).permute(7, 0, 1, 4, 3, 6, 8, 2, 5, 9)
+        qkv = qkv.view(batch, rh, gh, i, rw, gw, i, 3, nh, hd).permute(7, 0, 1, 4, 3, 6, 8, 2, 5, 9)
         q, k, v = qkv.reshape(3, batch * num_groups, nh, tokens, hd).unbind(0)  # (B*nG, nH, N, hd)
-
-        bias = self.attention_bias(height, width, gh, gw, i, hp, wp, q.dtype, q.device)
-        if self.fused_attn:
-            if bias is not None and bias.shape[0] > 1:  # per-group mask: SDPA wants it per batch element
-                bias = bias.expand(num_groups, nh, tokens, tokens).unsqueeze(0).expand(batch, -1, -1, -1, -1)
-                bias = bias.reshape(batch * num_groups, nh, tokens, tokens)
-            x = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
-            )
-        else:
-            attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
-            if bias is not None:
-                attn = (attn.view(batch, -1, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
-            attn = self.attn_drop(attn.softmax(dim=-1))
-            x = attn @ v
+        bias = self.attention_bias(height, width, gh, gw, i, rh, rw, padded, q.dtype, q.device)
+        x = self._grouped_attention(q, k, v, bias, batch, num_groups, padded)
 
         # (B, rh, rw, i, i, nH, gh, gw, hd) -> (B, rh, gh, i, rw, gw, i, nH, hd) -> (B, hp, wp, C)
-        x = x.reshape(batch, rh, rw, i, i, nh, gh, gw, hd).permute(0, 1, 6, 3, 2, 7, 4, 5, 8)
+        x = x.view(batch, rh, rw, i, i, nh, gh, gw, hd).permute(0, 1, 6, 3, 2, 7, 4, 5, 8)
         x = x.reshape(batch, hp, wp, channels)
-        if hp != height or wp != width:
+        if padded:
             x = x[:, :height, :width, :]
+        return self.proj_drop(self.proj(x))
+
+    def _grouped_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], batch: int, num_groups: int, per_group: bool,
+        fused: bool = True,
+    ) -> Tensor:
+        """Softmax attention of ``(B*nG, nH, N, hd)`` queries/keys/values with an additive ``bias``.
+
+        ``bias`` is ``(1, nH, N, N)`` shared by all groups, or per group (``per_group``): ``(nG, nH, N, N)``,
+        or ``(nG, 1, 1, N)`` for a padding mask alone.
+        """
+        nh, tokens = q.shape[1], q.shape[2]
+        if fused and self.fused_attn:
+            if bias is not None and per_group:  # SDPA wants a per-group bias per batch element
+                bias = bias.unsqueeze(0).expand(batch, num_groups, nh, tokens, tokens)
+                bias = bias.reshape(batch * num_groups, nh, tokens, tokens)
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
+            )
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
+        if bias is not None:
+            attn = (attn.view(batch, num_groups, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        return attn @ v
+
+    # ------------------------------------------------------------------ torch.export / ONNX
+    @torch.jit.unused
+    def _forward_export(self, x: Tensor) -> Tensor:
+        """``torch.export`` path: one graph for every input size, equal to :meth:`forward`.
+
+        The small-map rule becomes ``torch.cond`` (an ONNX ``If``) where the exported size range allows both
+        outcomes. Tokens are gathered into groups with computed indices instead of split views, padding and
+        masking are unconditional, so no shape fact of the example input is baked into the graph.
+        """
+        from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+        _, height, width, _ = x.shape
+        group_size, interval = self.group_size, self.interval
+
+        def small_map(t: Tensor) -> Tensor:
+            _, h, w, _ = t.shape
+            if self.fixed_interval:
+                side = torch.sym_min(h, w)
+                return self._attend_export(t, side, side, 1, _round_up(h, side), _round_up(w, side))
+            return self._attend_export(t, h, w, 1, h, w)
+
+        def regular(t: Tensor) -> Tensor:
+            _, h, w, _ = t.shape
+            if not self.long_distance:
+                return self._attend_export(t, group_size, group_size, 1, _round_up(h, group_size), _round_up(w, group_size))
+            if self.fixed_interval:
+                hp, wp = _round_up(h, interval), _round_up(w, interval)
+                return self._attend_export(t, hp // interval, wp // interval, interval, hp, wp)
+            span = group_size * interval
+            return self._attend_export(t, group_size, group_size, interval, _round_up(h, span), _round_up(w, span))
+
+        # trace only what the exported size range allows: a branch that can never run could still
+        # constrain the graph
+        small = torch.sym_min(height, width) <= group_size
+        if statically_known_true(torch.sym_min(height, width) > group_size):
+            return regular(x)
+        if statically_known_true(small):
+            return small_map(x)
+        return torch.cond(small, small_map, regular, (x,))
+
+    @torch.jit.unused
+    def _attend_export(self, x: Tensor, gh: int, gw: int, i: int, hp: int, wp: int) -> Tensor:
+        """:meth:`_attend` with gathers in place of split views (export-friendly, same numbers)."""
+        batch, height, width, channels = x.shape
+        tokens, nh, hd = gh * gw, self.num_heads, self.head_dim
+        num_groups = (hp * wp) // tokens
+        rh, rw = hp // (gh * i), wp // (gw * i)
+        rows, cols = _group_coordinates(gh, gw, i, rh, rw, x.device)  # (hp*wp,) each, in group order
+        order = rows * wp + cols
+
+        qkv = F.pad(self.qkv(x), (0, 0, 0, wp - width, 0, hp - height)).reshape(batch, hp * wp, 3 * channels)
+        qkv = qkv.index_select(1, order).reshape(batch * num_groups, tokens, 3, nh, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*nG, nH, N, hd)
+
+        is_pad = (rows >= height) | (cols >= width)
+        bias = is_pad.view(num_groups, 1, 1, tokens).to(q.dtype) * (-3.0e4 if q.dtype == torch.float16 else -1.0e6)
+        position = self._position_bias(gh, gw)
+        if position is not None:
+            bias = bias + position.to(q.dtype).unsqueeze(0)
+        # explicit softmax attention: SDPA's traced output strides differ from its decomposition's, which
+        # breaks the ONNX exporter's reshape below
+        x = self._grouped_attention(q, k, v, bias, batch, num_groups, True, fused=False)
+
+        x = x.transpose(1, 2).reshape(batch, hp * wp, channels)  # (B*nG, N, nH, hd) -> (B, nG*N, C)
+        x = x.index_select(1, _ungrouped_order(gh, gw, i, rh, rw, x.device)).view(batch, hp, wp, channels)
+        # crop by gathering rows/columns 0..H-1 / 0..W-1: the size is exactly (H, W) with no proof that it fits,
+        # so both branches of torch.cond return identical shapes and strides
+        x = x.index_select(1, torch.arange(height, device=x.device)).index_select(2, torch.arange(width, device=x.device))
         return self.proj_drop(self.proj(x))
 
 

@@ -468,7 +468,8 @@ class CrossFormer(nn.Module):
     def forward_features(self, x: Tensor) -> Tensor:
         """Image ``(B, C, H, W)`` -> normalised last-stage features ``(B, C', H/32, W/32)``."""
         x = self.stages(self._embed(x))
-        return self.norm(x).permute(0, 3, 1, 2)
+        # NCHW memory: a tiny copy, and pooling a channels-last view would tie an exported graph to batch > 1
+        return self.norm(x).permute(0, 3, 1, 2).contiguous()
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Features from :meth:`forward_features` -> logits, or pooled features if ``pre_logits``."""

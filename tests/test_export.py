@@ -1,0 +1,130 @@
+"""One exported graph (torch.export and ONNX) serves every batch size, height and width, with eager's numbers."""
+import numpy as np
+import pytest
+import torch
+
+import crossformer_vision as cv
+from crossformer_vision.cli import main
+from crossformer_vision.export import export_onnx, export_program, save_program, size_range
+from crossformer_vision.recipes import NAMED_CONFIGS
+
+# A small model that still has every branch of the grouping: SDA and LDA with padding (group 4, interval 2 in
+# stage 1), the small-map rule in the later stages at small inputs, and both outcomes of it across the range.
+SMALL = dict(NAMED_CONFIGS["crossformer_micro"], num_classes=7)
+# (batch, height, width): square, not multiples of 32, one side at the minimum, batch 1 and 3
+SIZES = [(1, 64, 64), (3, 97, 130), (2, 225, 71), (1, 64, 150)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return cv.CrossFormer(**SMALL).eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "micro.onnx", max_size=256)
+
+
+def _inputs(batch, height, width):
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(height * width))
+
+
+def test_torch_export_serves_every_size(model, tmp_path):
+    program = export_program(model, max_size=256)
+    path = save_program(program, tmp_path / "micro.pt2")
+    loaded = torch.export.load(path).module()
+    for batch, height, width in SIZES:
+        x = _inputs(batch, height, width)
+        with torch.no_grad():
+            expected = model(x)
+            got = loaded(x)
+        assert got.shape == (batch, 7)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+class _Pyramid(torch.nn.Module):
+    """The four stage maps, as a detection/segmentation backbone uses them."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+        self.min_input_size = body.min_input_size
+
+    def forward(self, x):
+        return self.body.forward_intermediates(x, intermediates_only=True)
+
+
+def test_torch_export_feature_maps(model):
+    pyramid = _Pyramid(model).eval()
+    program = export_program(pyramid, max_size=160)
+    x = _inputs(1, 150, 97)
+    with torch.no_grad():
+        expected, got = pyramid(x), program.module()(x)
+    assert [tuple(g.shape[-2:]) for g in got] == [(37, 24), (18, 12), (9, 6), (4, 3)]
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=0)
+
+
+def test_torch_export_fixed_interval_rule():
+    """The original dense backbone's rule (group size follows the input) exports too."""
+    torch.manual_seed(0)
+    model = cv.CrossFormer(**dict(SMALL, lda_mode="fixed_interval")).eval()
+    program = export_program(model, max_size=200)
+    for batch, height, width in [(1, 64, 64), (2, 130, 97)]:
+        x = _inputs(batch, height, width)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_onnx_matches_pytorch_at_three_sizes(model, onnx_file):
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(onnx_file))
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["producer"] == "crossformer-vision" and meta["model"] == "CrossFormer"
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    for batch, height, width in [(1, 112, 112), (3, 97, 130), (2, 256, 200)]:
+        x = _inputs(batch, height, width)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_exported_range_is_enforced(model):
+    program = export_program(model, max_size=128)
+    with pytest.raises(Exception, match="(?i)height|width|s[0-9]+|range|guard|constraint"):
+        program.module()(torch.randn(1, 3, 64, 200))
+
+
+def test_bad_export_requests_are_clear(model):
+    with pytest.raises(ValueError, match="below the smallest input"):
+        size_range(model, min_size=8)
+    with pytest.raises(ValueError, match="max_size 40 is below min_size 64"):
+        size_range(model, min_size=64, max_size=40)
+    trained = cv.CrossFormer(**SMALL)
+    with pytest.raises(ValueError, match=r"eval mode: call model.eval\(\)"):
+        export_program(trained)
+
+
+def test_export_command(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "tiny.onnx"
+    # a registered model with random weights, a reduced size range to keep the check quick
+    assert main(["export", "crossformer_tiny", "--num-classes", "5", "--output", str(out), "--max-size", "96"]) == 0
+    assert out.is_file() and "height, width in [64, 96]" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file is left behind"
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["model"] == "crossformer_tiny" and meta["mean"].startswith("0.485") and meta["crop_pct"] == "0.875"
+    assert main(["export"]) == 2
+    assert "give a model NAME" in capsys.readouterr().err
+    assert main(["export", "crossformer_tiny", "--min-size", "4"]) == 2
+    assert "below the smallest input" in capsys.readouterr().err
