@@ -105,6 +105,13 @@ def test_detect_train_eval_predict(tmp_path, capsys):
     assert main(["detect", "eval", str(run / "last.pth"), TINY_DATA, "--data", "synthetic"]) == 0
     text = capsys.readouterr().out
     assert "SYNTHETIC" in text and "box " in text and "mask " in text and "AP50" in text
+    # the same data read as a COCO folder, and the weights as a bare state dict built from --config
+    torch.save(best["model"], tmp_path / "state.pth")
+    assert main(["detect", "eval", str(tmp_path / "state.pth"), TINY_BACKBONE, "model.num_classes=4",
+                 "model.fpn_channels=32", "model.kwargs.min_size=64", "model.kwargs.max_size=96",
+                 "--config", "detection_demo", "--data", str(tmp_path / "shapes"), "--split", "val", "--json"]) == 0
+    as_coco = json.loads(capsys.readouterr().out)
+    assert as_coco["data"].endswith("instances_val.json") and as_coco["bbox_AP"] == pytest.approx(result["bbox_AP"])
 
     # predict: one PNG per image, at the image's size, and JSON detections in the image's coordinates
     shapes = make_synthetic_dataset(tmp_path / "shapes", num_train=8, num_val=4, image_size=(64, 96), max_objects=2,
