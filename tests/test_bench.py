@@ -1,0 +1,166 @@
+"""``crossformer bench``, the benchmark library and the scripts in benchmarks/, on tiny models (no timed asserts)."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from crossformer_vision import CrossFormer, count_macs
+from crossformer_vision.bench import BenchOptions, format_table, record_matmuls, replay_matmuls, run_benchmark
+from crossformer_vision.bench import _MatmulRecorder
+from crossformer_vision.cli import main
+from crossformer_vision.recipes import NAMED_CONFIGS
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+# one thread: timings stay sane while other work shares the two cores
+QUICK = ["--img-size", "32", "-b", "2", "--threads", "1", "--warmup", "1", "--reps", "2", "--min-rep-time", "0",
+         "--roofline-size", "128"]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_script_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _numbers(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _numbers(v)
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield tree
+
+
+def _check_row(row, memory: bool):
+    assert "error" not in row, row
+    assert all(math.isfinite(v) and v >= 0 for v in _numbers(row))
+    for key in ("infer_img_s", "train_img_s", "latency_ms"):
+        stats = row[key]
+        assert stats["n"] == 2 and 0 < stats["min"] <= stats["median"] <= stats["max"]
+    assert row["params"] > 0 and row["gmacs"] > 0
+    for key in ("infer_peak_frac", "train_peak_frac", "infer_gflops"):
+        assert 0 < row[key] < (2 if key.endswith("frac") else math.inf)
+    replay = row["replay"]
+    assert replay["ops"] == sum(replay["counts"].values()) > 0 and replay["overhead"] >= 0.5
+    assert 0 < replay["peak_frac"] < 2
+    assert ("mem_infer_mib" in row) == memory
+    if memory:
+        assert 0 < row["mem_infer_mib"] <= row["mem_train_mib"] and row["mem_kind"] == "cpu_peak_rss_growth"
+
+
+@pytest.fixture(scope="module")
+def micro():
+    torch.manual_seed(0)
+    return CrossFormer(**NAMED_CONFIGS["crossformer_micro"]).eval()
+
+
+def _call_counts(model, x, types):
+    counts = dict.fromkeys(types, 0)
+    hooks = [m.register_forward_hook(lambda mod, i, o, t=t: counts.__setitem__(t, counts[t] + 1))
+             for t in types for m in model.modules() if type(m) is t]
+    with torch.inference_mode():
+        ops = record_matmuls(model, x)
+    for h in hooks:
+        h.remove()
+    return ops, counts
+
+
+def test_replay_records_every_linear_conv_and_attention(micro):
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        micro(x)  # fills the attention-bias cache: the recorded forward is the steady state
+    ops, calls = _call_counts(micro, x, (nn.Linear, nn.Conv2d))
+    kinds = [op.kind for op in ops]
+    assert kinds.count("linear") == calls[nn.Linear] > 0
+    assert kinds.count("conv") == calls[nn.Conv2d] == 10
+    assert kinds.count("attention") == sum(NAMED_CONFIGS["crossformer_micro"]["depths"])
+    conv = next(op.describe() for op in ops if op.kind == "conv")
+    assert conv["args"][0]["shape"] == [2, 3, 32, 32] and conv["args"][3] == [4, 4]  # input, ..., stride
+    # the matmuls are the model's MACs (count_macs also counts the norms, so a little more)
+    assert 0.9 < sum(op.macs() for op in ops) / 2 / count_macs(micro, (3, 32, 32)) <= 1.0
+    times = replay_matmuls(ops, warmup=1, reps=2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_replay_sees_the_decomposed_cpu_ops_under_no_grad(micro):
+    recorder = _MatmulRecorder({p.data_ptr(): p for p in micro.parameters()})
+    with torch.no_grad(), recorder:
+        micro(torch.randn(1, 3, 32, 32))
+    names = {op.name for op in recorder.ops}
+    assert {op.kind for op in recorder.ops} == {"linear", "conv", "attention"}
+    if torch.backends.mkldnn.is_available():
+        assert any("_scaled_dot_product_flash_attention_for_cpu" in n for n in names), names
+    assert all(op.macs() > 0 for op in recorder.ops)
+
+
+def test_library_run_in_process_with_a_timm_convnet():
+    opts = BenchOptions(batch_size=2, img_size=32, threads=1, warmup=1, reps=2, min_rep_time=0, memory=False,
+                        roofline_size=128)
+    result = run_benchmark(["crossformer_micro", "resnet10t"], opts)
+    assert result["roofline"]["gflops"] > 0 and result["machine"]["threads"] == 1
+    for row in result["rows"]:
+        _check_row(row, memory=False)
+    assert result["rows"][0]["source"] == "crossformer" and result["rows"][1]["source"] == "timm"
+    assert result["rows"][1]["replay"]["counts"]["conv"] > 10  # a ResNet: convolutions, one linear head
+    table = format_table(result)
+    assert table.count("\n| ") == 3 and "| resnet10t |" in table
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", "crossformer_micro", "test_vit", *QUICK, "--json", str(out / "b.json"), "--plot", str(out / "b.png")]
+    return main(argv), out
+
+
+def test_cli_writes_table_json_and_png(cli_run, capsys):
+    status, out = cli_run
+    assert status == 0
+    result = json.loads((out / "b.json").read_text())
+    assert set(result) == {"machine", "options", "roofline", "rows"}
+    assert result["machine"]["torch"] == torch.__version__ and result["machine"]["device_name"]
+    assert [r["model"] for r in result["rows"]] == ["crossformer_micro", "test_vit"]
+    for row in result["rows"]:
+        _check_row(row, memory=True)
+    vit = result["rows"][1]["replay"]
+    assert vit["counts"]["attention"] > 0 and vit["counts"]["conv"] == 1  # patch embedding
+    assert (out / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_model_name_exits_2_with_close_matches(capsys):
+    assert main(["bench", "crossformer_smal", "--no-memory"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "did you mean crossformer_small" in err
+
+
+def test_profile_script_groups_ops(capsys, tmp_path):
+    profile = _script("profile_model")
+    assert profile.category("aten::addmm") == "linear" and profile.category("aten::bmm") == "attention"
+    assert profile.category("aten::native_layer_norm") == "layernorm" and profile.category("aten::clone") == "copies"
+    assert profile.main(["crossformer_micro", "--img-size", "32", "-b", "2", "--iters", "1", "--warmup", "1",
+                         "--threads", "1", "--json", str(tmp_path / "p.json")]) == 0
+    share = json.loads((tmp_path / "p.json").read_text())["share"]
+    assert abs(sum(share.values()) - 1) < 1e-6 and share["linear"] > 0 and share["conv"] > 0
+    assert "| attention |" in capsys.readouterr().out
+
+
+def test_scaling_script(tmp_path, capsys):
+    scaling = _script("scaling")
+    assert scaling.main(["--models", "vit_small_patch16_224", "--sizes", "32", "--threads", "1", "--warmup", "0",
+                         "--reps", "1", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")]) == 0
+    row = json.loads((tmp_path / "s.json").read_text())["rows"][0]
+    assert row["pixels"] == 32 * 32 and row["time_ms"] > 0 and row["memory_mib"] > 0
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_grad_checkpoint_script_runs_both_settings_in_fresh_processes(tmp_path, capsys):
+    script = _script("grad_checkpoint_memory")
+    assert script.main(["--model", "crossformer_micro", "-b", "2", "--img-size", "32", "--threads", "1", "--warmup", "0",
+                        "--reps", "1", "--json", str(tmp_path / "g.json")]) == 0
+    result = json.loads((tmp_path / "g.json").read_text())
+    assert result["without"]["mem_train_mib"] > 0 and result["with"]["mem_train_mib"] > 0
+    assert result["with"]["model"] == "crossformer_micro" and "reduction:" in capsys.readouterr().out
