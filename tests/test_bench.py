@@ -164,3 +164,19 @@ def test_grad_checkpoint_script_runs_both_settings_in_fresh_processes(tmp_path, 
     result = json.loads((tmp_path / "g.json").read_text())
     assert result["without"]["mem_train_mib"] > 0 and result["with"]["mem_train_mib"] > 0
     assert result["with"]["model"] == "crossformer_micro" and "reduction:" in capsys.readouterr().out
+
+
+def test_matmul_of_two_activations_counts_as_attention():
+    class Explicit(nn.Module):  # attention written as matmuls, like timm's Swin
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+            self.w = nn.Parameter(torch.randn(8, 8))
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            return ((q @ k.transpose(-2, -1)).softmax(-1) @ v) @ self.w
+
+    ops = record_matmuls(Explicit(), torch.randn(2, 5, 8))
+    assert [op.kind for op in ops] == ["linear", "attention", "attention", "linear"]
+    assert [op.macs() for op in ops] == [2 * 5 * 8 * 24, 2 * 5 * 8 * 5, 2 * 5 * 5 * 8, 2 * 5 * 8 * 8]

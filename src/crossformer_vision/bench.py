@@ -283,7 +283,7 @@ class MatmulOp:
     """One recorded matrix multiply: the aten op, its arguments with tensors as specs, its output shape."""
 
     func: Any
-    kind: str  # "linear", "conv" or "attention"
+    kind: str  # "linear" (with a weight), "conv" or "attention" (SDPA or activation @ activation)
     args: tuple
     kwargs: dict
     out_shape: tuple
@@ -312,8 +312,9 @@ class MatmulOp:
         """Multiply-accumulates of this op."""
         shapes = self.tensor_shapes()
         out = math.prod(self.out_shape)
-        if self.kind == "linear":
-            with_bias = self.func.overloadpacket.__name__ in ("addmm", "baddbmm")  # (bias, a, b)
+        name = self.func.overloadpacket.__name__
+        if name in _LINEAR_OPS:  # linear layers and plain matmuls
+            with_bias = name in ("addmm", "baddbmm")  # (bias, a, b)
             return out * shapes[1 if with_bias else 0][-1]
         if self.kind == "conv":
             weight = shapes[1]
@@ -323,10 +324,15 @@ class MatmulOp:
         return batch * q[-2] * k[-2] * (q[-1] + v[-1])
 
 
-def _kind(func: Any) -> Optional[str]:
+def _kind(func: Any, args: Sequence[Any], params: Dict[int, nn.Parameter]) -> Optional[str]:
+    """``"linear"`` (a layer's weight), ``"conv"``, ``"attention"`` (SDPA, or a matmul of two activations,
+    like ``q @ k.transpose(-2, -1)`` in timm's Swin) or None."""
     name = func.overloadpacket.__name__
-    if name in _LINEAR_OPS:
+    if name in ("linear", "addmm"):
         return "linear"
+    if name in _LINEAR_OPS:
+        weights = any(isinstance(a, torch.Tensor) and a.data_ptr() in params for a in args)
+        return "linear" if weights else "attention"
     if name in _CONV_OPS:
         return "conv"
     if name in _ATTENTION_OPS:
@@ -349,7 +355,7 @@ class _MatmulRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        kind = _kind(func)
+        kind = _kind(func, args, self.params)
         if kind is not None:
             first = out[0] if isinstance(out, (tuple, list)) else out
             self.ops.append(MatmulOp(func, kind, tree_map(self._spec, tuple(args)), tree_map(self._spec, dict(kwargs)),
