@@ -28,7 +28,9 @@ def test_group_layout_rules(args, expected):
 
 
 def _attention(long_distance, fixed_interval=False, fused=True, pos_embed="dpb"):
-    return LSDAttention(32, 2, 4, 3, long_distance, fixed_interval=fixed_interval, fused_attn=fused, pos_embed=pos_embed)
+    attn = LSDAttention(32, 2, 4, 3, long_distance, fixed_interval=fixed_interval, fused_attn=fused, pos_embed=pos_embed)
+    attn.sdpa_on_cpu = fused  # exercise SDPA on the CPU too
+    return attn
 
 
 @pytest.mark.parametrize("pos_embed", ["dpb", "dpb_residual", "rpb", "none"])
@@ -53,6 +55,7 @@ def test_fully_padded_groups_give_finite_gradients():
     """57x57 with G=7, I=8 pads to 112x112: many groups hold only padding (official mask is -1e6, not -inf)."""
     for fused in (True, False):
         attn = LSDAttention(32, 2, 7, 8, True, fused_attn=fused).train()
+        attn.sdpa_on_cpu = fused
         x = torch.randn(1, 57, 57, 32, requires_grad=True)
         attn(x).sum().backward()
         assert torch.isfinite(x.grad).all()

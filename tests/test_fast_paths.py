@@ -52,3 +52,23 @@ def test_training_forward_is_never_chunked():
 def test_default_chunk_is_cache_sized():
     block = cv.create_model("crossformer_tiny").stages[0].blocks[0]
     assert block.chunk_tokens == DEFAULT_CHUNK_TOKENS == 2048
+
+
+def test_cpu_uses_the_explicit_path_unless_asked(monkeypatch):
+    import torch.nn.functional as F
+
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.manual_seed(0)
+    model = cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        explicit = model(x)
+        assert not calls
+        for module in model.modules():
+            if isinstance(module, cv.LSDAttention):
+                module.sdpa_on_cpu = True
+        fused = model(x)
+    assert len(calls) == 5
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=0)

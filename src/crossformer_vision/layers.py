@@ -317,7 +317,9 @@ class LSDAttention(nn.Module):
         attn_drop: Dropout on attention weights.
         proj_drop: Dropout after the output projection.
         pos_embed: ``"dpb"``, ``"dpb_residual"``, ``"rpb"``, or ``"none"``/``"ape"`` (no bias here).
-        fused_attn: Use ``scaled_dot_product_attention``; otherwise the explicit softmax path.
+        fused_attn: Use ``scaled_dot_product_attention`` on GPUs and other accelerators; otherwise the
+            explicit softmax path. On the CPU the explicit path is used unless ``sdpa_on_cpu`` is set: for
+            groups of 49 tokens it is about 30% faster there than SDPA's CPU kernel (same numbers).
     """
 
     __jit_ignored_attributes__ = ["_bias_cache", "_bias_signature"]
@@ -353,6 +355,8 @@ class LSDAttention(nn.Module):
         self.long_distance = long_distance
         self.fixed_interval = fixed_interval
         self.fused_attn = fused_attn
+        #: Use SDPA on the CPU too (when ``fused_attn``); the explicit path is faster there for small groups.
+        self.sdpa_on_cpu = False
         self.has_pos_bias = pos_embed in ("dpb", "dpb_residual", "rpb")
 
         self.pos = None
@@ -490,7 +494,7 @@ class LSDAttention(nn.Module):
         or ``(nG, 1, 1, N)`` for a padding mask alone.
         """
         nh, tokens = q.shape[1], q.shape[2]
-        if fused and self.fused_attn:
+        if fused and self.fused_attn and (self.sdpa_on_cpu or q.device.type != "cpu"):
             if bias is not None and per_group:  # SDPA wants a per-group bias per batch element
                 bias = bias.unsqueeze(0).expand(batch, num_groups, nh, tokens, tokens)
                 bias = bias.reshape(batch * num_groups, nh, tokens, tokens)
