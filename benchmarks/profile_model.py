@@ -37,8 +37,23 @@ def category(op: str) -> str:
     return "other"
 
 
-def profile(name: str, batch_size: int, img_size: int, device: str, train: bool, iters: int, warmup: int):
+def straightforward(model: torch.nn.Module) -> None:
+    """Turn off our speed paths (cache-sized pieces, explicit attention on the CPU): the "before" profile."""
+    from crossformer_vision import LSDAttention
+    from crossformer_vision.model import CrossFormerBlock
+
+    for module in model.modules():
+        if isinstance(module, CrossFormerBlock):
+            module.chunk_tokens = 0
+        if isinstance(module, LSDAttention):
+            module.sdpa_on_cpu = True
+
+
+def profile(name: str, batch_size: int, img_size: int, device: str, train: bool, iters: int, warmup: int,
+            baseline: bool = False):
     model = build_model(name, img_size).to(device).train(train)
+    if baseline:
+        straightforward(model)
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
     optimizer = torch.optim.AdamW(model.parameters()) if train else None
 
@@ -86,10 +101,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--row-limit", type=int, default=25, help="ops in the per-op table (default 25)")
     parser.add_argument("--json", help="write the category totals as JSON")
+    parser.add_argument("--straightforward", action="store_true",
+                        help="our models without their speed paths (whole tensors, SDPA on the CPU): the 'before'")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    prof = profile(args.model, args.batch_size, args.img_size, args.device, args.train, args.iters, args.warmup)
+    prof = profile(args.model, args.batch_size, args.img_size, args.device, args.train, args.iters, args.warmup,
+                   args.straightforward)
     sort = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
     with contextlib.suppress(BrokenPipeError):
         print(prof.key_averages().table(sort_by=sort, row_limit=args.row_limit))

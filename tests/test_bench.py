@@ -1,4 +1,5 @@
 """``crossformer bench``, the benchmark library and the scripts in benchmarks/, on tiny models (no timed asserts)."""
+import copy
 import importlib.util
 import json
 import math
@@ -77,7 +78,8 @@ def test_replay_records_every_linear_conv_and_attention(micro):
     kinds = [op.kind for op in ops]
     assert kinds.count("linear") == calls[nn.Linear] > 0
     assert kinds.count("conv") == calls[nn.Conv2d] == 10
-    assert kinds.count("attention") == sum(NAMED_CONFIGS["crossformer_micro"]["depths"])
+    # on the CPU our attention is explicit: q @ k^T and attn @ v, two matmuls of activations per block
+    assert kinds.count("attention") == 2 * sum(NAMED_CONFIGS["crossformer_micro"]["depths"])
     conv = next(op.describe() for op in ops if op.kind == "conv")
     assert conv["args"][0]["shape"] == [2, 3, 32, 32] and conv["args"][3] == [4, 4]  # input, ..., stride
     # the matmuls are the model's MACs (count_macs also counts the norms, so a little more)
@@ -87,6 +89,12 @@ def test_replay_records_every_linear_conv_and_attention(micro):
 
 
 def test_replay_sees_the_decomposed_cpu_ops_under_no_grad(micro):
+    from crossformer_vision import LSDAttention
+
+    micro = copy.deepcopy(micro)  # the fixture is shared
+    for module in micro.modules():
+        if isinstance(module, LSDAttention):
+            module.sdpa_on_cpu = True  # SDPA's CPU kernel, as on GPUs
     recorder = _MatmulRecorder({p.data_ptr(): p for p in micro.parameters()})
     with torch.no_grad(), recorder:
         micro(torch.randn(1, 3, 32, 32))
@@ -180,3 +188,24 @@ def test_matmul_of_two_activations_counts_as_attention():
     ops = record_matmuls(Explicit(), torch.randn(2, 5, 8))
     assert [op.kind for op in ops] == ["linear", "attention", "attention", "linear"]
     assert [op.macs() for op in ops] == [2 * 5 * 8 * 24, 2 * 5 * 8 * 5, 2 * 5 * 5 * 8, 2 * 5 * 8 * 8]
+
+
+def test_onnx_speed_script(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    script = _script("onnx_speed")
+    assert script.main(["crossformer_micro", "-b", "2", "--sizes", "64", "80x96", "--threads", "1", "--warmup", "0",
+                        "--reps", "1", "--json", str(tmp_path / "o.json")]) == 0
+    rows = json.loads((tmp_path / "o.json").read_text())
+    assert [(r["height"], r["width"]) for r in rows] == [(64, 64), (80, 96)]
+    assert all(r["torch_eager_img_s"] > 0 and r["onnxruntime_img_s"] > 0 and r["max_abs_diff"] < 1e-4 for r in rows)
+    assert "| crossformer_micro | 2 | 80x96 |" in capsys.readouterr().out
+
+
+def test_straightforward_profile_switches_off_the_speed_paths():
+    from crossformer_vision import LSDAttention
+    from crossformer_vision.model import CrossFormerBlock
+
+    model = CrossFormer(**NAMED_CONFIGS["crossformer_micro"])
+    _script("profile_model").straightforward(model)
+    assert all(b.chunk_tokens == 0 for b in model.modules() if isinstance(b, CrossFormerBlock))
+    assert all(a.sdpa_on_cpu for a in model.modules() if isinstance(a, LSDAttention))
