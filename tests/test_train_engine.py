@@ -89,3 +89,16 @@ def test_csv_and_curves_are_written(tmp_path):
 def test_unwrap_model_finds_the_module_inside_compile_wrappers():
     model = torch.nn.Linear(2, 2)
     assert engine.unwrap_model(torch.compile(model)) is model and engine.unwrap_model(model) is model
+
+
+def test_resume_rng_restores_this_rank_or_reseeds_for_a_new_process_count():
+    one = engine.DistInfo(rank=0, world_size=1, local_rank=0, local_world_size=1, device=torch.device("cpu"))
+    torch.manual_seed(3)
+    saved = engine.capture_rng_state()
+    expected = torch.rand(3)
+    torch.manual_seed(99)
+    assert engine.resume_rng([saved], one, reseed=7) is None
+    assert torch.equal(torch.rand(3), expected)
+    note = engine.resume_rng([saved, saved], one, reseed=7)  # the run had 2 processes, now 1
+    assert "had 2 processes, now 1" in note
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(7)))  # seed 7 + rank 0

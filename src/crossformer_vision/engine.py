@@ -402,6 +402,20 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+
+def resume_rng(states: Sequence[Mapping[str, Any]], info: "DistInfo", reseed: int) -> Optional[str]:
+    """Restore this rank's generators from a checkpoint's per-rank ``states`` (see :func:`capture_rng_state`).
+
+    When the run now has a different number of processes, seed ``reseed + rank`` instead and return a note
+    to print (the data order, which comes from the sampler's seed, is unchanged).
+    """
+    if len(states) == info.world_size:
+        restore_rng_state(states[info.rank])
+        return None
+    seed_everything(reseed + info.rank)
+    return (f"note: the run had {len(states)} processes, now {info.world_size}: random streams restart "
+            f"from the seed (the data order is unchanged)")
+
 # ---------------------------------------------------------------------------------------------- logs
 class Progress:
     """Progress of one epoch (or any loop) on rank 0: a tqdm bar on a terminal, else one plain line at the end.

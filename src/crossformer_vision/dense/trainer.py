@@ -500,13 +500,9 @@ class _Trainer:
             raise ValueError(f"cannot resume: {err}") from None
         self.start_round, self.num_updates = checkpoint["round"], checkpoint["num_updates"]
         self.history, self.best = list(checkpoint["history"]), dict(checkpoint["best"])
-        states = checkpoint["rng"]
-        if len(states) == self.info.world_size:
-            engine.restore_rng_state(states[self.info.rank])
-        else:
-            _print(f"note: the run had {len(states)} processes, now {self.info.world_size}: random streams restart "
-                   f"from the seed (the data order is unchanged)")
-            engine.seed_everything(self.cfg["train"]["seed"] + self.info.rank + 1000 * self.start_round)
+        note = engine.resume_rng(checkpoint["rng"], self.info, self.cfg["train"]["seed"] + 1000 * self.start_round)
+        if note:
+            _print(note)
 
     def _state(self, full: bool) -> Dict[str, Any]:
         state: Dict[str, Any] = {
