@@ -3,7 +3,8 @@
     python benchmarks/profile_model.py crossformer_small -b 16
     python benchmarks/profile_model.py swin_tiny_patch4_window7_224 --train --device cuda
 
-Categories (share of self time): linear (addmm/mm/linear), conv, copies (copy_/clone/contiguous/cat/to),
+Categories (share of self time): linear (addmm/mm/linear and oneDNN's _linear_pointwise, which includes
+the GELU and residual adds fused into it), conv, copies (copy_/clone/contiguous/cat/to),
 layernorm, gelu, attention (scaled_dot_product_* and bmm), softmax, add, other.
 """
 import argparse
@@ -19,6 +20,7 @@ from crossformer_vision.bench import build_model
 CATEGORIES = ("linear", "conv", "copies", "layernorm", "gelu", "attention", "softmax", "add", "other")
 _EXACT = {
     "addmm": "linear", "mm": "linear", "linear": "linear", "matmul": "linear", "_addmm_activation": "linear",
+    "_linear_pointwise": "linear", "onednn_linear": "linear",
     "bmm": "attention", "baddbmm": "attention",
     "copy_": "copies", "clone": "copies", "contiguous": "copies", "cat": "copies", "_to_copy": "copies", "to": "copies",
     "add": "add", "add_": "add",
@@ -38,9 +40,12 @@ def category(op: str) -> str:
 
 
 def straightforward(model: torch.nn.Module) -> None:
-    """Turn off our speed paths (cache-sized pieces, explicit attention on the CPU): the "before" profile."""
-    from crossformer_vision import LSDAttention
+    """Turn off our speed paths (cache-sized pieces, explicit attention on the CPU, oneDNN linear layers):
+    the "before" profile. Process-wide for oneDNN."""
+    from crossformer_vision import LSDAttention, onednn
     from crossformer_vision.model import CrossFormerBlock
+
+    onednn.ENABLED = False
 
     for module in model.modules():
         if isinstance(module, CrossFormerBlock):

@@ -9,7 +9,10 @@ Two yardsticks come with the numbers:
 
 * **Roofline**: a large matrix multiply timed in the same run (same threads, device, dtype) gives the
   attainable peak FLOP/s; each model's achieved FLOP/s is ``2 x MACs x images/s`` (training: 3x the
-  forward MACs) and is reported as a fraction of that peak.
+  forward MACs) and is reported as a fraction of that peak. On the CPU (fp32) the oneDNN kernel that our
+  inference uses for linear layers is timed on the same product too, and each model's inference is also
+  given as a fraction of that rate: where torch.mm's BLAS runs below the hardware's rate (MKL on AMD CPUs
+  with AVX-512 reaches about half of it), a model can exceed the torch.mm "roofline".
 * **Matmul-only replay**: every matrix multiply the model executes (linear, convolution, attention) is
   recorded during one forward with a :class:`~torch.utils._python_dispatch.TorchDispatchMode` and replayed
   alone on fresh tensors of the same shapes, strides and dtypes, in the same order. The overhead factor is
@@ -41,6 +44,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
+from . import onednn
+
 __all__ = [
     "DEFAULT_TIMM_MODELS",
     "BenchOptions",
@@ -60,6 +65,7 @@ __all__ = [
     "run_benchmark",
     "run_from_args",
     "summarize",
+    "throughput",
     "time_calls",
 ]
 
@@ -235,6 +241,11 @@ def _rate(seconds: Dict[str, float], items: float) -> Dict[str, float]:
             "p25": items / seconds["p75"], "p75": items / seconds["p25"], "n": seconds["n"]}
 
 
+def throughput(fn: Callable[[], Any], items: float, warmup: int, reps: int, device: str = "cpu") -> Dict[str, float]:
+    """Items per second of ``fn`` (``items`` per call): :func:`summarize` of :func:`time_calls` as rates."""
+    return _rate(summarize(time_calls(fn, warmup, reps, device)), items)
+
+
 def matmul_peak(size: int, device: str = "cpu", dtype: torch.dtype = torch.float32, warmup: int = 3,
                 reps: int = 10) -> Dict[str, Any]:
     """Attainable matmul FLOP/s: a ``size``^3 matrix multiply timed with the current thread setting."""
@@ -242,13 +253,23 @@ def matmul_peak(size: int, device: str = "cpu", dtype: torch.dtype = torch.float
     b = torch.randn(size, size, device=device, dtype=dtype)
     seconds = summarize(time_calls(lambda: torch.mm(a, b), max(warmup, 1), reps, device))
     flops = 2.0 * size**3
-    return {"size": size, "dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
-            "gflops": flops / seconds["median"] / 1e9, "gflops_best": flops / seconds["min"] / 1e9}
+    result = {"size": size, "dtype": str(dtype).replace("torch.", ""), "seconds": seconds,
+              "gflops": flops / seconds["median"] / 1e9, "gflops_best": flops / seconds["min"] / 1e9}
+    if device == "cpu" and dtype == torch.float32 and onednn.available():
+        # the kernel our CPU inference uses for linear layers; on some CPUs twice torch.mm's BLAS rate
+        layer = nn.Linear(size, size, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(b.t())
+            fast = summarize(time_calls(lambda: onednn.linear(a, layer), max(warmup, 1), reps, device))
+        result["onednn_gflops"] = flops / fast["median"] / 1e9
+        result["onednn_gflops_best"] = flops / fast["min"] / 1e9
+    return result
 
 
 # --------------------------------------------------------------------------------------------- matmul replay
 
 _LINEAR_OPS = {"linear", "addmm", "mm", "bmm", "baddbmm", "matmul"}
+_ONEDNN_LINEAR_OPS = {"_linear_pointwise"}  # (x, [other,] weight, bias, ...): see crossformer_vision.onednn
 _CONV_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution", "mkldnn_convolution", "cudnn_convolution"}
 _ATTENTION_OPS = {
     "scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu",
@@ -313,6 +334,8 @@ class MatmulOp:
         shapes = self.tensor_shapes()
         out = math.prod(self.out_shape)
         name = self.func.overloadpacket.__name__
+        if name in _ONEDNN_LINEAR_OPS:
+            return out * shapes[0][-1]
         if name in _LINEAR_OPS:  # linear layers and plain matmuls
             with_bias = name in ("addmm", "baddbmm")  # (bias, a, b)
             return out * shapes[1 if with_bias else 0][-1]
@@ -328,7 +351,7 @@ def _kind(func: Any, args: Sequence[Any], params: Dict[int, nn.Parameter]) -> Op
     """``"linear"`` (a layer's weight), ``"conv"``, ``"attention"`` (SDPA, or a matmul of two activations,
     like ``q @ k.transpose(-2, -1)`` in timm's Swin) or None."""
     name = func.overloadpacket.__name__
-    if name in ("linear", "addmm"):
+    if name in ("linear", "addmm") or name in _ONEDNN_LINEAR_OPS:
         return "linear"
     if name in _LINEAR_OPS:
         weights = any(isinstance(a, torch.Tensor) and a.data_ptr() in params for a in args)
@@ -565,14 +588,17 @@ def measure_model(name: str, opts: BenchOptions, measure_memory: bool = False) -
     return row
 
 
-def _add_roofline(row: Dict[str, Any], peak_gflops: float) -> None:
-    """Achieved GFLOP/s (2 x MACs x images/s; training 3x) and the fraction of the matmul peak."""
+def _add_roofline(row: Dict[str, Any], peak_gflops: float, onednn_gflops: Optional[float] = None) -> None:
+    """Achieved GFLOP/s (2 x MACs x images/s; training 3x), the fraction of the torch.mm roofline and,
+    where measured, of the oneDNN matmul rate."""
     macs = row["gmacs"]
     for key, factor in (("infer", 1), ("train", 3), ("compiled_infer", 1), ("compiled_train", 3)):
         if f"{key}_img_s" in row:
             achieved = 2 * factor * macs * row[f"{key}_img_s"]["median"]
             row[f"{key}_gflops"] = achieved
             row[f"{key}_peak_frac"] = achieved / peak_gflops
+            if onednn_gflops:
+                row[f"{key}_onednn_frac"] = achieved / onednn_gflops
     replay = row.get("replay")
     if replay:
         replay["gflops"] = 2 * replay["gmacs_per_image"] * row["batch_size"] / replay["seconds"]["median"]
@@ -643,7 +669,7 @@ def run_benchmark(models: Optional[Sequence[str]], opts: BenchOptions,
             except Exception as err:
                 row = {"model": name, "error": f"{type(err).__name__}: {err}"}
         if "error" not in row:
-            _add_roofline(row, roofline["gflops"])
+            _add_roofline(row, roofline["gflops"], roofline.get("onednn_gflops"))
         else:
             say(f"{name}: failed: {row['error']}")
         rows.append(row)
@@ -672,12 +698,17 @@ def format_table(result: Dict[str, Any]) -> str:
         + (f", autocast {o['amp']}" if o["amp"] else "") + (", channels_last" if o["channels_last"] else "")
         + (", grad checkpointing (training)" if o["grad_checkpointing"] else "")
         + f"; {o['warmup']} warm-up, {o['reps']} reps: median [min-max]",
-        f"roofline: {r['size']}^3 {r['dtype']} matmul {r['gflops']:.1f} GFLOP/s (best {r['gflops_best']:.1f})",
+        f"roofline: {r['size']}^3 {r['dtype']} matmul {r['gflops']:.1f} GFLOP/s (best {r['gflops_best']:.1f})"
+        + (f"; oneDNN kernel {r['onednn_gflops']:.1f} GFLOP/s (best {r['onednn_gflops_best']:.1f})"
+           if "onednn_gflops" in r else ""),
         "",
     ]
+    onednn_col = "onednn_gflops" in r
     compiled = o["compile"]
     header = ["model", "params (M)", "GMACs", "infer img/s", "train img/s", "bs1 latency (ms)", "mem infer (MiB)",
               "mem train (MiB)", "infer % peak", "train % peak", "replay overhead", "replay % peak"]
+    if onednn_col:
+        header += ["infer % oneDNN"]
     if compiled:
         header += ["compiled infer img/s", "compiled train img/s"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -694,6 +725,8 @@ def format_table(result: Dict[str, Any]) -> str:
                  _fmt(row.get("mem_infer_mib"), ".0f"), _fmt(row.get("mem_train_mib"), ".0f"),
                  pct(row.get("infer_peak_frac")), pct(row.get("train_peak_frac")),
                  _fmt(replay.get("overhead"), ".2f"), pct(replay.get("peak_frac"))]
+        if onednn_col:
+            cells.append(pct(row.get("infer_onednn_frac")))
         if compiled:
             cells += [_spread(row.get("compiled_infer_img_s")) if "compile_error" not in row else "error",
                       _spread(row.get("compiled_train_img_s")) if "compile_error" not in row else "error"]

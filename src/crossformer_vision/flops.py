@@ -16,6 +16,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from . import onednn
+
 __all__ = ["count_macs", "count_params", "explicit_attention"]
 
 
@@ -74,7 +76,7 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), back
                     return int(analysis.total())
             from torch.utils.flop_counter import FlopCounterMode
 
-            with FlopCounterMode(display=False) as counter:
+            with FlopCounterMode(display=False, custom_mapping=onednn.flop_formulas()) as counter:
                 model(x)
             return counter.get_total_flops() // 2
     finally:
