@@ -62,3 +62,42 @@ def test_compiled_features_only_backbone():
         for a, b in zip(compiled(x), backbone(x)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     torch._dynamo.reset()
+
+
+def _region_calls(explanation) -> int:
+    """Calls of nested compile regions (``invoke_subgraph``) in the traced graphs."""
+    return sum("invoke_subgraph" in str(node.target)
+               for graph in explanation.graphs for node in graph.graph.nodes if node.op == "call_function")
+
+
+@pytest.mark.skipif(not hasattr(torch.compiler, "nested_compile_region"), reason="torch < 2.8: no nested regions")
+def test_compiled_inference_works_in_pieces_for_static_sizes_only(model):
+    """Under torch.compile, CPU inference runs in the same pieces as eagerly while sizes are static (the first
+    size compiled), each piece a nested compile region; once dynamo makes sizes dynamic, whole tensors keep
+    one graph for every size."""
+    from torch._dynamo.utils import counters
+
+    from crossformer_vision.model import CrossFormerBlock
+
+    blocks = [b for b in model.modules() if isinstance(b, CrossFormerBlock)]
+    x = torch.randn(2, 3, 64, 64)  # stage 1: 2 x 16 x 16 = 512 tokens; stage 4: 2 x 2 x 2 = 8
+    with torch.no_grad():
+        default = _region_calls(torch._dynamo.explain(model)(x))
+        for block in blocks:
+            block.chunk_tokens = 200
+        torch._dynamo.reset()
+        pieces = _region_calls(torch._dynamo.explain(model)(x))
+        torch._dynamo.mark_dynamic(x, 0)
+        torch._dynamo.reset()
+        dynamic = _region_calls(torch._dynamo.explain(model)(x))
+        # default pieces (2048 tokens): stage 1 (512 tokens) is not cut. 200-token pieces cut stage 1 (one
+        # block, 2 images of 16x16): one attention piece per image, MLP rows of 200 + 56 per image
+        assert (default, pieces, dynamic) == (0, 2 * (1 + 2), 0)
+
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+        for height, width in [(64, 64), (96, 128), (128, 64)]:
+            x = torch.randn(2, 3, height, width)
+            torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=0)
+        assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])

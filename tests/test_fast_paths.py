@@ -24,7 +24,7 @@ def test_chunked_eval_forward_equals_plain_forward():
         # pieces of 40 tokens: several images per piece in the late stages, several row blocks per image early
         _set_chunk(model, 40)
         calls = []
-        hooks = [b.mlp.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0])) for b in model.modules()
+        hooks = [b.norm2.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0])) for b in model.modules()
                  if isinstance(b, CrossFormerBlock)]
         chunked = model(x)
         for h in hooks:

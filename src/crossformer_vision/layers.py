@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from timm.layers import trunc_normal_
 from timm.models import register_notrace_module
 
+from . import onednn
+from ._tracing import _is_compiling, _is_exporting, opaque_op
+
 __all__ = [
     "POS_EMBED_TYPES",
     "ActivationCoolingLayer",
@@ -31,21 +34,6 @@ __all__ = [
 ]
 
 POS_EMBED_TYPES = ("dpb", "dpb_residual", "rpb", "ape", "none")
-
-
-def _is_compiling() -> bool:
-    """True while torch.compile traces the model (python-side caches must step aside)."""
-    is_compiling = getattr(torch.compiler, "is_compiling", None)
-    if is_compiling is None:  # torch < 2.3
-        return torch._dynamo.is_compiling()
-    return is_compiling()
-
-
-@torch.jit.unused
-def _is_exporting() -> bool:
-    """True while ``torch.export`` (and the ONNX exporter built on it) traces the model."""
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(is_exporting is not None and is_exporting())
 
 
 def cel_channel_split(out_dim: int, num_kernels: int) -> List[int]:
@@ -293,6 +281,23 @@ def _ungrouped_order(gh: int, gw: int, i: int, rh: int, rw: int, device: torch.d
     return index.expand(rh, gh, i, rw, gw, i).reshape(-1)
 
 
+def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int) -> Tensor:
+    """``softmax(q @ k^T + bias) @ v`` for ``(B*nG, nH, N, hd)`` inputs, ``q`` already scaled; ``bias`` as in
+    :meth:`LSDAttention._grouped_attention` (broadcast over the batch, per group where it has ``nG`` rows)."""
+    attn = q @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
+    if bias is not None:
+        nh, tokens = attn.shape[1], attn.shape[2]
+        attn = (attn.view(-1, num_groups, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
+    return attn.softmax(dim=-1) @ v
+
+
+def _softmax_attention_fake(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int) -> Tensor:
+    return q.new_empty((*q.shape[:-1], v.shape[-1]))
+
+
+_SOFTMAX_ATTENTION = opaque_op("softmax_attention", _softmax_attention, _softmax_attention_fake)
+
+
 @register_notrace_module
 class LSDAttention(nn.Module):
     """Long/short distance attention (LSDA): grouped multi-head self-attention with a position bias.
@@ -455,26 +460,44 @@ class LSDAttention(nn.Module):
         if not torch.jit.is_scripting() and _is_exporting():
             return self._forward_export(x)
         _, height, width, _ = x.shape
-        gh, gw, i, hp, wp = group_layout(
-            height, width, self.group_size, self.interval, self.long_distance, self.fixed_interval
-        )
-        return self._attend(x, gh, gw, i, hp, wp)
+        gh, gw, i, hp, wp = self.layout(height, width)
+        bias = self.layout_bias(height, width, gh, gw, i, hp, wp, x.dtype, x.device)
+        return self._attend(x, gh, gw, i, hp, wp, bias)
 
-    def _attend(self, x: Tensor, gh: int, gw: int, i: int, hp: int, wp: int) -> Tensor:
-        """Attention within ``gh x gw`` groups taken every ``i`` positions of ``x`` padded to ``hp x wp``."""
+    def layout(self, height: int, width: int) -> Tuple[int, int, int, int, int]:
+        """``(gh, gw, i, hp, wp)`` for a ``height x width`` map (see :func:`group_layout`)."""
+        return group_layout(height, width, self.group_size, self.interval, self.long_distance, self.fixed_interval)
+
+    def layout_bias(
+        self, height: int, width: int, gh: int, gw: int, i: int, hp: int, wp: int, dtype: torch.dtype,
+        device: torch.device,
+    ) -> Optional[Tensor]:
+        """:meth:`attention_bias` for the layout ``(gh, gw, i, hp, wp)`` of a ``height x width`` map."""
+        padded = hp != height or wp != width
+        return self.attention_bias(height, width, gh, gw, i, hp // (gh * i), wp // (gw * i), padded, dtype, device)
+
+    def _attend(
+        self, x: Tensor, gh: int, gw: int, i: int, hp: int, wp: int, bias: Optional[Tensor],
+        residual: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Attention within ``gh x gw`` groups taken every ``i`` positions of ``x`` padded to ``hp x wp``.
+
+        ``bias`` is :meth:`layout_bias` of that layout. With ``residual`` (eval mode only: no dropout in
+        between) the result is ``residual + attention``, the add fused into the output projection.
+        """
         batch, height, width, channels = x.shape
         rh, rw = hp // (gh * i), wp // (gw * i)
         num_groups, tokens = rh * rw * i * i, gh * gw
         nh, hd = self.num_heads, self.head_dim
         padded = hp != height or wp != width
 
-        qkv = self.qkv(x)  # (B, H, W, 3C)
+        fast = not torch.jit.is_scripting() and self._use_onednn(x)
+        qkv = self._onednn_qkv(x) if fast else self.qkv(x)  # (B, H, W, 3C)
         if padded:
             qkv = F.pad(qkv, (0, 0, 0, wp - width, 0, hp - height))
         # (B, rh, gh, i, rw, gw, i, 3, nH, hd) -> (3, B, rh, rw, i, i, nH, gh, gw, hd)
         qkv = qkv.view(batch, rh, gh, i, rw, gw, i, 3, nh, hd).permute(7, 0, 1, 4, 3, 6, 8, 2, 5, 9)
         q, k, v = qkv.reshape(3, batch * num_groups, nh, tokens, hd).unbind(0)  # (B*nG, nH, N, hd)
-        bias = self.attention_bias(height, width, gh, gw, i, rh, rw, padded, q.dtype, q.device)
         x = self._grouped_attention(q, k, v, bias, batch, num_groups, padded)
 
         # (B, rh, rw, i, i, nH, gh, gw, hd) -> (B, rh, gh, i, rw, gw, i, nH, hd) -> (B, hp, wp, C)
@@ -482,7 +505,27 @@ class LSDAttention(nn.Module):
         x = x.reshape(batch, hp, wp, channels)
         if padded:
             x = x[:, :height, :width, :]
-        return self.proj_drop(self.proj(x))
+        if fast:
+            return self._onednn_proj(x, residual)
+        x = self.proj_drop(self.proj(x))
+        return x if residual is None else residual + x
+
+    @torch.jit.unused
+    def _use_onednn(self, x: Tensor) -> bool:
+        """Whether qkv and proj run through :mod:`~crossformer_vision.onednn` (CPU inference without autograd)."""
+        return onednn.usable(x, self.qkv) and onednn.usable(x, self.proj)
+
+    @torch.jit.unused
+    def _onednn_qkv(self, x: Tensor) -> Tensor:
+        return onednn.linear(x, self.qkv)
+
+    @torch.jit.unused
+    def _onednn_proj(self, x: Tensor, residual: Optional[Tensor]) -> Tensor:
+        """``proj(x)``, plus ``residual`` in the same call (eval: ``proj_drop`` is the identity)."""
+        if residual is None or self.training:
+            x = self.proj_drop(onednn.linear(x, self.proj))
+            return x if residual is None else residual + x
+        return onednn.linear(x, self.proj, residual=residual)
 
     def _grouped_attention(
         self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], batch: int, num_groups: int, per_group: bool,
@@ -501,11 +544,25 @@ class LSDAttention(nn.Module):
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias, dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale
             )
+        if not torch.jit.is_scripting() and self._opaque_attention(q):
+            return self._compiled_attention(q * self.scale, k, v, bias, num_groups)
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
         if bias is not None:
             attn = (attn.view(batch, num_groups, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
         attn = self.attn_drop(attn.softmax(dim=-1))
         return attn @ v
+
+    @torch.jit.unused
+    def _opaque_attention(self, q: Tensor) -> bool:
+        """Under torch.compile on the CPU, inference (no autograd, no dropout) runs the explicit attention as
+        the opaque op ``crossformer_vision::softmax_attention``: inductor's softmax over rows of 49 is
+        several times slower than eager's kernel, while the layout copies around it compile well."""
+        return (_SOFTMAX_ATTENTION is not None and q.device.type == "cpu" and _is_compiling()
+                and not torch.is_grad_enabled() and not (self.training and self.attn_drop.p > 0))
+
+    @torch.jit.unused
+    def _compiled_attention(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int) -> Tensor:
+        return _SOFTMAX_ATTENTION(q, k, v, bias, num_groups)
 
     # ------------------------------------------------------------------ torch.export / ONNX
     @torch.jit.unused

@@ -16,31 +16,21 @@ Attribute names follow the official code where they exist (``patch_embed.projs``
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from timm.layers import ClassifierHead, DropPath, Mlp, resample_abs_pos_embed, trunc_normal_, use_fused_attn
 from timm.models import register_notrace_function, register_notrace_module
 from timm.models._features import feature_take_indices
 
-from .layers import (
-    POS_EMBED_TYPES,
-    ActivationCoolingLayer,
-    CrossScaleEmbedding,
-    LSDAttention,
-    _is_compiling,
-    _is_exporting,
-)
+from . import onednn
+from ._tracing import _fx_tracing, _is_compiling, _is_exporting, _static_sizes
+from .layers import POS_EMBED_TYPES, ActivationCoolingLayer, CrossScaleEmbedding, LSDAttention
 
 __all__ = ["CrossFormer", "CrossFormerBlock", "CrossFormerStage"]
 
 LDA_MODES = ("fixed_group", "fixed_interval")
-try:  # torch >= 2.7 separates FX symbolic tracing from torch.export (checked separately below)
-    from torch.fx._symbolic_trace import is_fx_symbolic_tracing as _fx_tracing
-except ImportError:  # pragma: no cover - older torch
-    from torch.fx._symbolic_trace import is_fx_tracing as _fx_tracing
 
-#: Token count of the pieces an eval-mode block works in (see :meth:`CrossFormerBlock._forward_chunked`).
+#: Token count of the pieces an eval-mode block works in on the CPU (see :meth:`CrossFormerBlock._forward_chunked`).
 DEFAULT_CHUNK_TOKENS = 2048
 EMBED_LAYERS = ("cel", "conv")
 _NORM_LAYERS: Dict[str, Callable[..., nn.Module]] = {"layernorm": nn.LayerNorm}
@@ -72,6 +62,32 @@ def check_input(x: Tensor, in_chans: int, min_size: int) -> Tensor:
             + "; convert with x.float() (and normalise) first"
         )
     return x
+
+
+def _compile_region(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``fn`` as a nested compile region where torch has them (>= 2.8): under torch.compile it is traced and
+    compiled once per input shapes and the compiled code is reused for every later call with the same
+    shapes; eagerly it is ``fn``."""
+    region = getattr(torch.compiler, "nested_compile_region", None)
+    if region is None:
+        return fn
+    # one entry per block kind (SDA/LDA, stage width) and piece shape; more than the default 8
+    return region(fn, max_reuse_entries=256)
+
+
+@_compile_region
+def _attention_piece(block: "CrossFormerBlock", x: Tensor, layout: Tuple[int, int, int, int, int],
+                     bias: Optional[Tensor]) -> Tensor:
+    """``x + attn(norm1(x))`` for whole images ``x`` of a block's eval-mode forward (residual fused)."""
+    return block.attn._attend(block.norm1(x), *layout, bias, residual=x)
+
+
+@_compile_region
+def _mlp_piece(block: "CrossFormerBlock", rows: Tensor) -> Tensor:
+    """``rows + mlp(norm2(rows))`` for ``(tokens, C)`` rows of a block's eval-mode forward."""
+    if block._fused_mlp(rows):
+        return block._mlp_fused(rows)
+    return rows + block.mlp(block.norm2(rows))
 
 
 class CrossFormerBlock(nn.Module):
@@ -130,23 +146,35 @@ class CrossFormerBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.acl = ActivationCoolingLayer(dim, norm_layer=norm_layer) if use_acl else nn.Identity()
-        #: Inference (eval mode, no autograd) works in pieces of this many tokens (see :meth:`_forward_chunked`); 0 turns it off.
+        #: CPU inference (eval mode, no autograd) works in pieces of this many tokens (see :meth:`_forward_chunked`),
+        #: eagerly and under torch.compile; 0 turns it off.
         self.chunk_tokens = DEFAULT_CHUNK_TOKENS
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():
-            if self._chunked(x):
-                return self.acl(self._forward_chunked(x))
+        if not torch.jit.is_scripting() and self._chunked(x):
+            return self.acl(self._forward_chunked(x))
         x = x + self.drop_path1(self.attn(self.norm1(x)))
+        # whole tensors: fused oneDNN MLP only in compiled graphs; eagerly the modules run as written, so
+        # that FX graphs of the model (which trace them) give exactly the eager numbers
+        if not torch.jit.is_scripting() and self._compiled_fused_mlp(x):
+            return self.acl(self._mlp_fused(x))
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return self.acl(x)
 
     @torch.jit.unused
     def _chunked(self, x: Tensor) -> bool:
-        if self.training or torch.is_grad_enabled() or self.chunk_tokens <= 0 or _is_compiling() or _is_exporting() or _fx_tracing():
+        """Whether this call runs :meth:`_forward_chunked`."""
+        if self.training or torch.is_grad_enabled() or _is_exporting() or _fx_tracing():
             return False
         # CPU only: on GPUs whole tensors keep the kernels large, and their caches are not the limit
-        return x.device.type == "cpu" and x.shape[0] * x.shape[1] * x.shape[2] > self.chunk_tokens
+        if x.device.type != "cpu":
+            return False
+        # torch.compile unrolls the loop over pieces for the sizes it specialises on; once it makes sizes
+        # dynamic (a second input size), whole tensors keep one graph for every size (checked before any
+        # comparison of sizes, which would add a guard)
+        if _is_compiling() and not _static_sizes(x):
+            return False
+        return 0 < self.chunk_tokens < x.shape[0] * x.shape[1] * x.shape[2]
 
     @torch.jit.unused
     def _forward_chunked(self, x: Tensor) -> Tensor:
@@ -155,20 +183,48 @@ class CrossFormerBlock(nn.Module):
         Attention runs on a few whole images at a time (groups never cross images); the MLP, which acts on
         each token alone, on row blocks of tokens. The wide intermediates (``3C`` for q/k/v, ``4C`` in the MLP)
         then stay in cache instead of streaming through memory: stage 1 of CrossFormer-S runs about twice
-        as fast on a CPU. Used on the CPU only.
+        as fast on a CPU. Used on the CPU only. The attention bias is computed once for all pieces. Under
+        torch.compile each kind of piece is a nested compile region: compiled once, reused for every piece
+        and every block of the same shape, so the unrolled loop costs seconds to compile, not minutes.
         """
         batch, height, width, channels = x.shape
         chunk = self.chunk_tokens
         images = max(1, chunk // (height * width))
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        layout = self.attn.layout(height, width)
+        bias = self.attn.layout_bias(height, width, *layout, x.dtype, x.device)
+        pieces = []  # (tokens, C) in token order; joined by one cat (writes into slices of a preallocated
+        # output would become a copy of the whole output per piece under torch.compile's functionalization)
         for start in range(0, batch, images):
-            xb = x[start : start + images]
-            xb = (xb + self.attn(self.norm1(xb))).reshape(-1, channels)
-            ob = out[start : start + images].view(-1, channels)
-            for row in range(0, xb.shape[0], chunk):
-                rows = xb[row : row + chunk]
-                torch.add(rows, self.mlp(self.norm2(rows)), out=ob[row : row + chunk])
-        return out
+            xb = _attention_piece(self, x[start : start + images], layout, bias).reshape(-1, channels)
+            pieces += [_mlp_piece(self, xb[row : row + chunk]) for row in range(0, xb.shape[0], chunk)]
+        return torch.cat(pieces).view(batch, height, width, channels)
+
+    @torch.jit.unused
+    def _mlp_fused(self, x: Tensor) -> Tensor:
+        """``x + mlp(norm2(x))`` as two oneDNN calls: fc1 with GELU, fc2 with the residual add."""
+        hidden = onednn.linear(self.norm2(x), self.mlp.fc1, gelu=True)
+        return onednn.linear(hidden, self.mlp.fc2, residual=x)
+
+    @torch.jit.unused
+    def _compiled_fused_mlp(self, x: Tensor) -> bool:
+        return _is_compiling() and self._fused_mlp(x)
+
+    @torch.jit.unused
+    def _fused_mlp(self, x: Tensor) -> bool:
+        """Whether the MLP is timm's plain ``fc1 -> exact GELU -> fc2`` and oneDNN can run it fused (eval mode:
+        no dropout or drop path to apply between the fused steps)."""
+        mlp = self.mlp
+        plain = (
+            not self.training
+            and
+            isinstance(mlp, Mlp)
+            and isinstance(mlp.act, nn.GELU)
+            and mlp.act.approximate == "none"
+            and isinstance(mlp.norm, nn.Identity)
+            and isinstance(mlp.fc1, nn.Linear)
+            and isinstance(mlp.fc2, nn.Linear)
+        )
+        return plain and onednn.usable(x, mlp.fc1) and onednn.usable(x, mlp.fc2)
 
 
 class CrossFormerStage(nn.Module):
