@@ -9,23 +9,11 @@ the largest absolute difference between the two outputs.
 """
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
-
-
-def _median_rate(call: Callable[[], object], batch: int, warmup: int, reps: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+from typing import Dict, List, Tuple
 
 
 def _size(text: str) -> Tuple[int, int]:
@@ -48,7 +36,8 @@ def main(argv: List[str] = None) -> int:
     import torch
 
     import crossformer_vision as cv
-    from crossformer_vision.export import export_onnx
+    from crossformer_vision.bench import throughput
+    from crossformer_vision.export import export_onnx, onnx_session
 
     torch.set_num_threads(args.threads)
     from crossformer_vision.recipes import NAMED_CONFIGS
@@ -63,18 +52,15 @@ def main(argv: List[str] = None) -> int:
         start = time.perf_counter()
         export_onnx(model, path, max_size=max(max(s) for s in args.sizes), verify=False)
         export_s = time.perf_counter() - start
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, args.threads)
         rows: List[Dict[str, object]] = []
         for height, width in args.sizes:
             x = torch.randn(args.batch_size, 3, height, width)
             feed = {"images": x.numpy()}
             with torch.inference_mode():
-                eager = _median_rate(lambda: model(x), args.batch_size, args.warmup, args.reps)
+                eager = throughput(lambda: model(x), args.batch_size, args.warmup, args.reps)["median"]
                 diff = float((model(x) - torch.from_numpy(session.run(None, feed)[0])).abs().max())
-            runtime = _median_rate(lambda: session.run(None, feed), args.batch_size, args.warmup, args.reps)
+            runtime = throughput(lambda: session.run(None, feed), args.batch_size, args.warmup, args.reps)["median"]
             rows.append(dict(model=args.model, batch=args.batch_size, height=height, width=width, threads=args.threads,
                              torch_eager_img_s=round(eager, 2), onnxruntime_img_s=round(runtime, 2),
                              ratio=round(runtime / eager, 3), max_abs_diff=diff))

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from crossformer_vision import CrossFormer, count_macs
+from crossformer_vision import CrossFormer, count_macs, onednn
 from crossformer_vision.bench import BenchOptions, format_table, record_matmuls, replay_matmuls, run_benchmark
 from crossformer_vision.bench import _MatmulRecorder
 from crossformer_vision.cli import main
+from crossformer_vision.model import CrossFormerBlock
 from crossformer_vision.recipes import NAMED_CONFIGS
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
@@ -76,7 +77,20 @@ def test_replay_records_every_linear_conv_and_attention(micro):
         micro(x)  # fills the attention-bias cache: the recorded forward is the steady state
     ops, calls = _call_counts(micro, x, (nn.Linear, nn.Conv2d))
     kinds = [op.kind for op in ops]
-    assert kinds.count("linear") == calls[nn.Linear] > 0
+    # qkv, proj, fc1, fc2 per block + the head. Where this build has oneDNN's kernels, qkv and proj always
+    # go through them in inference; the MLP does in cache-sized pieces (here: 2 x 8 x 8 = 128 tokens, so
+    # pieces of 64 tokens cut stage 1 only)
+    depths = NAMED_CONFIGS["crossformer_micro"]["depths"]
+    assert kinds.count("linear") == 4 * sum(depths) + 1
+    if onednn.available():
+        assert sum("_linear_pointwise" in op.name for op in ops) == 2 * sum(depths)
+        for block in micro.modules():
+            if isinstance(block, CrossFormerBlock):
+                block.chunk_tokens = 64
+        pieces, _ = _call_counts(micro, x, (nn.Linear,))
+        # stage 1, per image: one attention piece (qkv, proj) and one MLP piece (fc1, fc2); later stages whole
+        expected = 2 * 4 * depths[0] + 2 * sum(depths[1:])
+        assert sum("_linear_pointwise" in op.name for op in pieces) == expected
     assert kinds.count("conv") == calls[nn.Conv2d] == 10
     # on the CPU our attention is explicit: q @ k^T and attn @ v, two matmuls of activations per block
     assert kinds.count("attention") == 2 * sum(NAMED_CONFIGS["crossformer_micro"]["depths"])
@@ -114,6 +128,9 @@ def test_library_run_in_process_with_a_timm_convnet():
         _check_row(row, memory=False)
     assert result["rows"][0]["source"] == "crossformer" and result["rows"][1]["source"] == "timm"
     assert result["rows"][1]["replay"]["counts"]["conv"] > 10  # a ResNet: convolutions, one linear head
+    if onednn.available():  # the kernel our CPU inference uses is timed beside torch.mm
+        assert result["roofline"]["onednn_gflops"] > 0
+        assert all(0 < row["infer_onednn_frac"] < 2 for row in result["rows"])
     table = format_table(result)
     assert table.count("\n| ") == 3 and "| resnet10t |" in table
 
@@ -201,11 +218,76 @@ def test_onnx_speed_script(tmp_path, capsys):
     assert "| crossformer_micro | 2 | 80x96 |" in capsys.readouterr().out
 
 
-def test_straightforward_profile_switches_off_the_speed_paths():
-    from crossformer_vision import LSDAttention
+def test_straightforward_profile_switches_off_the_speed_paths(monkeypatch):
+    from crossformer_vision import LSDAttention, onednn
     from crossformer_vision.model import CrossFormerBlock
+
+    monkeypatch.setattr(onednn, "ENABLED", True)  # put back after the test
 
     model = CrossFormer(**NAMED_CONFIGS["crossformer_micro"])
     _script("profile_model").straightforward(model)
     assert all(b.chunk_tokens == 0 for b in model.modules() if isinstance(b, CrossFormerBlock))
     assert all(a.sdpa_on_cpu for a in model.modules() if isinstance(a, LSDAttention))
+    assert not onednn.ENABLED
+
+
+def test_linear_backends_script_covers_every_linear_layer(tmp_path, capsys):
+    script = _script("linear_backends")
+    assert script.main(["--model", "crossformer_micro", "-b", "1", "--img-size", "32", "--threads", "1",
+                        "--warmup", "0", "--reps", "1", "--json", str(tmp_path / "l.json")]) == 0
+    rows = json.loads((tmp_path / "l.json").read_text())
+    depths = NAMED_CONFIGS["crossformer_micro"]["depths"]
+    assert sum(r["calls"] for r in rows) == 4 * sum(depths) + 1  # qkv, proj, fc1, fc2 per block + the head
+    assert (rows[0]["m"], rows[0]["k"]) != (2048, 2048) and rows[-1]["calls"] in (0, 1)
+    assert all(r["blas_gflops"] > 0 and ("onednn_gflops" in r) == onednn.available() for r in rows)
+    out = capsys.readouterr().out
+    assert "| 2048x2048 -> 2048 |" in out and "all linear layers of one forward" in out
+
+
+def test_onnx_int8_script(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from crossformer_vision import trainer
+
+    summary = trainer.train("digits", ["train.epochs=1", "sched.warmup_epochs=0", f"log.output={tmp_path}",
+                                       "log.name=digits", "log.progress=false"])
+    capsys.readouterr()
+    script = _script("onnx_int8")
+    assert script.main(["--speed-model", "crossformer_micro", "--img-size", "64", "-b", "2", "--threads", "1",
+                        "--warmup", "0", "--reps", "1", "--run", str(tmp_path / "digits"),
+                        "--json", str(tmp_path / "q.json")]) == 0
+    result = json.loads((tmp_path / "q.json").read_text())
+    speed, accuracy = result["speed"], result["accuracy"]
+    assert speed["ort_fp32_img_s"] > 0 and speed["ort_int8_img_s"] > 0 and speed["int8_mib"] < speed["fp32_mib"]
+    assert speed["ort_fp32_max_abs_diff"] < 1e-4 < speed["ort_int8_max_abs_diff"]
+    assert accuracy["images"] == 360 and accuracy["img_size"] == 32
+    # the exported fp32 graph predicts what PyTorch predicts; the script's top-1 is the run's own test top-1
+    assert accuracy["ort_fp32_agreement"] == 1.0
+    assert round(100 * accuracy["torch_top1"], 2) == round(summary["test_top1"], 2)
+    assert accuracy["ort_int8_agreement"] > 0.9
+    out = capsys.readouterr().out
+    assert "| onnxruntime int8 |" in out and "digits test split (360 images, 32x32)" in out
+
+
+def test_vs_official_script_with_a_stand_in_checkout(tmp_path, capsys):
+    """The official code is not part of the project: a stand-in checkout whose models/crossformer.py is our
+    class (it takes the official constructor arguments) exercises the import, the configuration, the weight
+    conversion, the timing and the table."""
+    script = _script("vs_official")
+    repo = tmp_path / "CrossFormer"
+    (repo / "models").mkdir(parents=True)
+    (repo / "models" / "crossformer.py").write_text("from crossformer_vision import CrossFormer  # stand-in\n")
+    assert script.main(["crossformer_micro", "--official-repo", str(repo), "--img-size", "64", "-b", "2",
+                        "--threads", "1", "--warmup", "0", "--reps", "1", "--json", str(tmp_path / "v.json")]) == 0
+    row, = json.loads((tmp_path / "v.json").read_text())
+    assert row["max_abs_diff"] < 1e-4 and row["official_img_s"]["median"] > 0 and row["ours_img_s"]["median"] > 0
+    assert "| crossformer_micro |" in capsys.readouterr().out
+
+    # an original-branch-like checkout: no use_acl, so no CrossFormer++
+    (repo / "models" / "crossformer.py").write_text(
+        "import torch\n\nclass CrossFormer(torch.nn.Module):\n"
+        "    def __init__(self, img_size=224, patch_size=(4,), embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),\n"
+        "                 group_size=7, num_classes=1000):\n        super().__init__()\n")
+    assert script.main(["crossformerpp_small", "--official-repo", str(repo)]) == 2
+    assert "check out the main branch" in capsys.readouterr().err
+    assert script.main(["--official-repo", str(tmp_path / "nowhere")]) == 2
+    assert "must be a checkout of https://github.com/cheerss/CrossFormer" in capsys.readouterr().err

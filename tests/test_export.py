@@ -128,3 +128,73 @@ def test_export_command(tmp_path, capsys):
     assert "give a model NAME" in capsys.readouterr().err
     assert main(["export", "crossformer_tiny", "--min-size", "4"]) == 2
     assert "below the smallest input" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def digits_like():
+    """The demo's shape: crossformer_micro on 32x32 greyscale images (stage 4 sees a 1x1 map)."""
+    torch.manual_seed(0)
+    return cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], in_chans=1, num_classes=10).eval()
+
+
+def test_fixed_size_export_below_the_dynamic_minimum(digits_like, tmp_path):
+    """A model trained at 32x32 exports for that size (any batch) although a size range starts at 64."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    path = export_onnx(digits_like, tmp_path / "digits.onnx", fixed_size=(32, 32))  # verified at batches 1 and 3
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 1, 32, 32]
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": x.numpy()})[0]), digits_like(x),
+                                   atol=1e-4, rtol=0)
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        session.run(None, {"images": torch.randn(1, 1, 64, 64).numpy()})
+    program = export_program(digits_like, fixed_size=(32, 48))
+    with torch.no_grad():
+        assert program.module()(torch.randn(3, 1, 32, 48)).shape == (3, 10)
+    with pytest.raises(ValueError, match="below this model's smallest input"):
+        export_program(digits_like, fixed_size=(16, 32))
+
+
+def test_int8_copy_keeps_the_predictions_and_the_dynamic_sizes(model, onnx_file, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnx
+    import onnxruntime as ort
+
+    from crossformer_vision.export import quantize_onnx
+
+    int8 = quantize_onnx(onnx_file, tmp_path / "micro.int8.onnx")
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, ops
+    assert "Conv" in ops, "convolutions stay fp32"
+    assert int8.stat().st_size < 0.6 * onnx_file.stat().st_size
+    assert not list(tmp_path.glob(".*tmp*")), "written atomically"
+    session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    for batch, height, width in [(2, 64, 64), (1, 97, 130)]:
+        x = torch.randn(batch, 3, height, width)
+        with torch.no_grad():
+            want = model(x)
+        got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+        assert got.shape == want.shape
+        # int8 weights: close to the fp32 logits, not equal
+        assert 0 < float((got - want).abs().max()) < 0.1 * float(want.abs().max())
+        assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+    with pytest.raises(FileNotFoundError, match="ONNX file not found"):
+        quantize_onnx(tmp_path / "missing.onnx", tmp_path / "x.onnx")
+
+
+def test_export_command_fixed_size_and_int8(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "micro.onnx"
+    assert main(["export", "crossformer_tiny", "--num-classes", "3", "--output", str(out), "--fixed-size", "64x96",
+                 "--int8", "--no-verify"]) == 0
+    printed = capsys.readouterr().out
+    assert "height 64, width 96" in printed and "micro.int8.onnx" in printed
+    assert out.is_file() and (tmp_path / "micro.int8.onnx").is_file()
+    assert main(["export", "crossformer_tiny", "--format", "pt2", "--int8"]) == 2
+    assert "--int8 quantizes an ONNX file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "crossformer_tiny", "--fixed-size", "big"])
+    assert "expected a size like 224" in capsys.readouterr().err

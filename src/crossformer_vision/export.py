@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from .engine import atomic_write_bytes
 
-__all__ = ["DYNAMIC_AXES", "export_program", "export_onnx", "save_program", "size_range", "verify_onnx"]
+__all__ = ["DYNAMIC_AXES", "export_program", "export_onnx", "onnx_session", "quantize_onnx", "save_program", "size_range",
+           "verify_onnx"]
 
 PathLike = Union[str, Path]
 
@@ -43,19 +44,30 @@ def size_range(model: nn.Module, min_size: Optional[int] = None, max_size: int =
     return low, int(max_size)
 
 
-def _example(model: nn.Module, low: int, high: int) -> Tensor:
-    """A batch of 2 at the model's nominal size (clamped into the range), on the model's device."""
+def _check_fixed_size(model: nn.Module, fixed_size: Tuple[int, int]) -> Tuple[int, int]:
+    """``(height, width)`` of a fixed-size export, checked against the model's smallest input."""
+    height, width = (int(v) for v in fixed_size)
+    smallest = int(getattr(model, "min_input_size", 32))
+    if min(height, width) < smallest:
+        raise ValueError(f"fixed size {height}x{width} is below this model's smallest input ({smallest}x{smallest}, "
+                         f"its total stride); give a size of at least {smallest}")
+    return height, width
+
+
+def _example(model: nn.Module, low: int, high: int, fixed_size: Optional[Tuple[int, int]] = None) -> Tensor:
+    """A batch of 2 at ``fixed_size`` or the model's nominal size (clamped into the range), on its device."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     chans, side = int(getattr(model, "in_chans", 3)), int(cfg.get("input_size", (3, 224, 224))[-1])
     side = min(max(side, low), high)
+    height, width = fixed_size or (side, side)
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    return torch.randn(2, chans, side, side, device=device)
+    return torch.randn(2, chans, height, width, device=device)
 
 
 def export_program(
     model: nn.Module, min_size: Optional[int] = None, max_size: int = 2048, max_batch: int = 1024,
-    example: Optional[Tensor] = None,
+    example: Optional[Tensor] = None, fixed_size: Optional[Tuple[int, int]] = None,
 ) -> "torch.export.ExportedProgram":
     """``torch.export`` the model with dynamic batch, height and width.
 
@@ -65,6 +77,9 @@ def export_program(
             input to 2048). Outside it the program raises; inside it every size and aspect ratio works.
         max_batch: Largest batch.
         example: Example input (default: a random batch of 2 at the model's nominal size).
+        fixed_size: ``(height, width)``: a program for that size only (the batch stays dynamic), e.g. for
+            models trained on inputs smaller than a dynamic export allows (32x32 digits); ``min_size`` and
+            ``max_size`` are then ignored.
 
     Returns:
         The ``ExportedProgram``; ``program.module()`` runs it.
@@ -74,12 +89,19 @@ def export_program(
 
     if model.training:
         raise ValueError("export the model in eval mode: call model.eval() first (dropout and drop-path would be traced)")
-    low, high = size_range(model, min_size, max_size)
-    x = _example(model, low, high) if example is None else example
+    if fixed_size is not None:
+        fixed_size = _check_fixed_size(model, fixed_size)
+        low = high = 0
+    else:
+        low, high = size_range(model, min_size, max_size)
+    x = _example(model, low, high, fixed_size) if example is None else example
     if x.dim() != 4:
         raise ValueError(f"example input must be (batch, channels, height, width), got shape {tuple(x.shape)}")
-    dims = {0: Dim("batch", min=1, max=max_batch), 2: Dim("height", min=low, max=high),
-            3: Dim("width", min=low, max=high)}
+    if fixed_size is not None and tuple(x.shape[2:]) != fixed_size:
+        raise ValueError(f"example input is {x.shape[2]}x{x.shape[3]}, not the fixed size {fixed_size[0]}x{fixed_size[1]}")
+    dims: Dict[int, Any] = {0: Dim("batch", min=1, max=max_batch)}
+    if fixed_size is None:
+        dims.update({2: Dim("height", min=low, max=high), 3: Dim("width", min=low, max=high)})
     with fx_config.patch(backed_size_oblivious=True):
         return torch.export.export(model, (x,), dynamic_shapes=(dims,))
 
@@ -113,8 +135,9 @@ def _metadata(model: nn.Module) -> Dict[str, str]:
 def export_onnx(
     model: nn.Module, path: PathLike, min_size: Optional[int] = None, max_size: int = 2048, max_batch: int = 1024,
     opset: Optional[int] = None, verify: bool = True, metadata: Optional[Dict[str, str]] = None,
+    fixed_size: Optional[Tuple[int, int]] = None,
 ) -> Path:
-    """Write ``model`` as an ONNX file with dynamic batch, height and width.
+    """Write ``model`` as an ONNX file with dynamic batch, height and width (or one ``fixed_size``).
 
     The file is written atomically (a temporary file renamed into place). Input ``images`` is
     ``(batch, channels, height, width)``; outputs are ``logits`` for a classifier, else ``features_<i>``.
@@ -124,13 +147,15 @@ def export_onnx(
         verify: Run the file in onnxruntime (when installed) at two sizes, one of them not a multiple of 32,
             and check it against PyTorch (``ValueError`` if it differs by more than 1e-4).
         metadata: Extra key/value strings to store.
+        fixed_size: ``(height, width)``: see :func:`export_program`.
     """
     import onnx
 
     path = Path(path)
-    program = export_program(model, min_size, max_size, max_batch)
+    program = export_program(model, min_size, max_size, max_batch, fixed_size=fixed_size)
+    fixed_size = program.example_inputs[0][0].shape[2:] if fixed_size is not None else None
     with torch.no_grad():
-        sample_out = program.module()(_example(model, *size_range(model, min_size, max_size)))
+        sample_out = program.module()(program.example_inputs[0][0])
     outputs = ["logits"] if isinstance(sample_out, Tensor) else [f"features_{i}" for i in range(len(sample_out))]
     kwargs: Dict[str, Any] = {} if opset is None else {"opset_version": opset}
     onnx_program = torch.onnx.export(program, dynamo=True, input_names=["images"], output_names=outputs,
@@ -143,10 +168,57 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, lambda f: onnx.save_model(proto, f))
     if verify:
-        low, high = size_range(model, min_size, max_size)
-        sizes = [(1, min(max(224, low), high), min(max(224, low), high)), (2, low + (high - low) // 3, low + 5)]
+        if fixed_size is not None:
+            sizes = [(1, *fixed_size), (3, *fixed_size)]
+        else:
+            low, high = size_range(model, min_size, max_size)
+            sizes = [(1, min(max(224, low), high), min(max(224, low), high)), (2, low + (high - low) // 3, low + 5)]
         verify_onnx(model, path, sizes)
     return path
+
+
+def quantize_onnx(source: PathLike, path: PathLike, per_channel: bool = False) -> Path:
+    """An int8 copy of an exported ONNX file, with onnxruntime's dynamic quantization.
+
+    The weights of every ``MatMul``/``Gemm`` (the linear layers: most of the model's time) are stored as int8
+    and their inputs quantized on the fly at run time; convolutions, attention and normalisation stay fp32.
+    Dynamic batch/height/width and the metadata carry over. Written atomically.
+
+    Args:
+        source: An fp32 file from :func:`export_onnx`.
+        path: Where to write the int8 file.
+        per_channel: One scale per output channel instead of one per weight matrix.
+    """
+    import os
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    source, path = Path(source), Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {source}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        quantize_dynamic(source, tmp, op_types_to_quantize=["MatMul", "Gemm"], per_channel=per_channel,
+                         weight_type=QuantType.QInt8)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def onnx_session(path: PathLike, threads: Optional[int] = None) -> Any:
+    """An onnxruntime CPU ``InferenceSession`` for ``path``, with ``threads`` intra-op threads (default: ORT's)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def verify_onnx(model: nn.Module, path: PathLike, sizes: Sequence[Tuple[int, int, int]], atol: float = 1e-4) -> float:
@@ -155,10 +227,10 @@ def verify_onnx(model: nn.Module, path: PathLike, sizes: Sequence[Tuple[int, int
     Raises ``ValueError`` above ``atol``; returns ``nan`` (and checks nothing) without onnxruntime.
     """
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return float("nan")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnx_session(path)
     chans = int(getattr(model, "in_chans", 3))
     worst = 0.0
     for batch, height, width in sizes:

@@ -1,6 +1,7 @@
 """``crossformer export``: one ONNX or ``torch.export`` file for every batch size, height and width."""
 import argparse
 from pathlib import Path
+from typing import Tuple
 
 _EPILOG = """\
 examples:
@@ -8,6 +9,8 @@ examples:
   crossformer export crossformer_small --checkpoint crossformer-s.pth --output cf-s.onnx   # official weights
   crossformer export --checkpoint runs/crossformer_micro-digits-20250101-120000          # one of our runs
   crossformer export crossformer_tiny --format pt2 --max-size 1024   # torch.export program (torch.export.load)
+  crossformer export crossformer_small --int8                        # also crossformer_small.int8.onnx
+  crossformer export --checkpoint runs/<digits run> --fixed-size 32  # one size only (below the dynamic minimum)
 """
 
 
@@ -27,14 +30,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-classes", type=int, help="classifier size when exporting without a checkpoint")
     parser.add_argument("--min-size", type=int, help="smallest height/width accepted (default: the model's smallest)")
     parser.add_argument("--max-size", type=int, default=2048, help="largest height/width accepted (default 2048)")
+    parser.add_argument("--fixed-size", type=_size, metavar="S|HxW",
+                        help="export for this one height and width (any batch) instead of a size range")
+    parser.add_argument("--int8", action="store_true",
+                        help="also write an int8 copy (onnxruntime dynamic quantization of the linear layers) "
+                        "beside the ONNX file, as NAME.int8.onnx")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     parser.set_defaults(handler=run)
 
 
+def _size(text: str) -> Tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    try:
+        return int(height), int(width or height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 224 or 192x256, got {text!r}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import create_model
-    from ..export import export_onnx, export_program, save_program, size_range
+    from ..export import export_onnx, export_program, quantize_onnx, save_program, size_range
 
     if args.checkpoint:
         from ..trainer import load_for_inference
@@ -47,12 +63,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give a model NAME (crossformer info lists them) or --checkpoint RUN_OR_FILE")
     model.eval()
+    if args.int8 and args.format != "onnx":
+        raise ValueError("--int8 quantizes an ONNX file: use it with --format onnx")
     output = Path(args.output or f"{name}.{args.format}")
-    low, high = size_range(model, args.min_size, args.max_size)
+    if args.fixed_size is not None:
+        height, width = args.fixed_size
+        sizes = f"height {height}, width {width}"
+    else:
+        low, high = size_range(model, args.min_size, args.max_size)
+        sizes = f"height, width in [{low}, {high}]"
     if args.format == "onnx":
-        export_onnx(model, output, low, high, opset=args.opset, verify=not args.no_verify)
+        if args.fixed_size is not None:
+            export_onnx(model, output, opset=args.opset, verify=not args.no_verify, fixed_size=args.fixed_size)
+        else:
+            export_onnx(model, output, low, high, opset=args.opset, verify=not args.no_verify)
+    elif args.fixed_size is not None:
+        save_program(export_program(model, fixed_size=args.fixed_size), output)
     else:
         save_program(export_program(model, low, high), output)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB): {name}, input images (batch, "
-          f"{model.in_chans}, height, width) with height, width in [{low}, {high}]")
+          f"{model.in_chans}, height, width) with {sizes}")
+    if args.int8:
+        quantized = quantize_onnx(output, output.with_suffix(".int8.onnx"))
+        print(f"wrote {quantized} ({quantized.stat().st_size / 2**20:.1f} MiB): int8 linear layers (onnxruntime "
+              f"dynamic quantization); check its accuracy on your data (benchmarks/onnx_int8.py)")
     return 0
