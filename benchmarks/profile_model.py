@@ -2,10 +2,12 @@
 
     python benchmarks/profile_model.py crossformer_small -b 16
     python benchmarks/profile_model.py swin_tiny_patch4_window7_224 --train --device cuda
+    python benchmarks/profile_model.py crossformer_small -b 32 --compile
 
 Categories (share of self time): linear (addmm/mm/linear and oneDNN's _linear_pointwise, which includes
 the GELU and residual adds fused into it), conv, copies (copy_/clone/contiguous/cat/to),
-layernorm, gelu, attention (scaled_dot_product_* and bmm), softmax, add, other.
+layernorm, gelu, attention (scaled_dot_product_* and bmm), softmax, add, fused (torch.compile's generated
+kernels), other.
 """
 import argparse
 import contextlib
@@ -17,7 +19,7 @@ import torch
 
 from crossformer_vision.bench import build_model
 
-CATEGORIES = ("linear", "conv", "copies", "layernorm", "gelu", "attention", "softmax", "add", "other")
+CATEGORIES = ("linear", "conv", "copies", "layernorm", "gelu", "attention", "softmax", "add", "fused", "other")
 _EXACT = {
     "addmm": "linear", "mm": "linear", "linear": "linear", "matmul": "linear", "_addmm_activation": "linear",
     "_linear_pointwise": "linear", "onednn_linear": "linear",
@@ -32,6 +34,8 @@ def category(op: str) -> str:
     name = op.split("::")[-1]
     if name in _EXACT:
         return _EXACT[name]
+    if "cpp_fused" in name or name.startswith("triton_") or "CompiledFxGraph" in name:
+        return "fused"  # torch.compile's generated kernels (and the compiled graph's own code between them)
     for key, cat in (("attention", "attention"), ("conv", "conv"), ("layer_norm", "layernorm"),
                      ("gelu", "gelu"), ("softmax", "softmax")):
         if key in name:
@@ -55,10 +59,15 @@ def straightforward(model: torch.nn.Module) -> None:
 
 
 def profile(name: str, batch_size: int, img_size: int, device: str, train: bool, iters: int, warmup: int,
-            baseline: bool = False):
+            baseline: bool = False, compile: bool = False):
     model = build_model(name, img_size).to(device).train(train)
     if baseline:
         straightforward(model)
+    if compile:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True  # name each generated CPU kernel in the profile
+        model = torch.compile(model)
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
     optimizer = torch.optim.AdamW(model.parameters()) if train else None
 
@@ -108,17 +117,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", help="write the category totals as JSON")
     parser.add_argument("--straightforward", action="store_true",
                         help="our models without their speed paths (whole tensors, SDPA on the CPU): the 'before'")
+    parser.add_argument("--compile", action="store_true",
+                        help="profile the torch.compile'd model (compiled during warm-up); its generated kernels are 'fused'")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     prof = profile(args.model, args.batch_size, args.img_size, args.device, args.train, args.iters, args.warmup,
-                   args.straightforward)
+                   args.straightforward, args.compile)
     sort = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
     with contextlib.suppress(BrokenPipeError):
         print(prof.key_averages().table(sort_by=sort, row_limit=args.row_limit))
         totals = by_category(prof, args.device)
         whole = sum(totals.values()) or 1.0
-        print(f"{args.model}, batch {args.batch_size}, {args.img_size}x{args.img_size}, "
+        print(f"{args.model}{' (torch.compile)' if args.compile else ''}, batch {args.batch_size}, "
+              f"{args.img_size}x{args.img_size}, "
               f"{'training' if args.train else 'inference'}, {args.device}, {torch.get_num_threads()} threads, "
               f"{args.iters} iterations")
         print("| category | self time (ms / iteration) | share |\n|---|---:|---:|")

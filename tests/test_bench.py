@@ -170,7 +170,22 @@ def test_profile_script_groups_ops(capsys, tmp_path):
                          "--threads", "1", "--json", str(tmp_path / "p.json")]) == 0
     share = json.loads((tmp_path / "p.json").read_text())["share"]
     assert abs(sum(share.values()) - 1) < 1e-6 and share["linear"] > 0 and share["conv"] > 0
+    assert share["fused"] == 0
     assert "| attention |" in capsys.readouterr().out
+
+
+def test_profile_script_compiled(tmp_path, monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "enable_kernel_profile", False)  # the script turns it on; put back
+    profile = _script("profile_model")
+    assert profile.category("graph_0_cpp_fused_add_native_layer_norm_3") == "fused"
+    torch._dynamo.reset()
+    assert profile.main(["crossformer_micro", "--img-size", "64", "-b", "2", "--iters", "1", "--warmup", "1",
+                         "--threads", "1", "--compile", "--json", str(tmp_path / "p.json")]) == 0
+    torch._dynamo.reset()
+    share = json.loads((tmp_path / "p.json").read_text())["share"]
+    assert share["fused"] > 0 and share["linear"] > 0
 
 
 def test_scaling_script(tmp_path, capsys):

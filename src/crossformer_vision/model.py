@@ -216,8 +216,7 @@ class CrossFormerBlock(nn.Module):
         mlp = self.mlp
         plain = (
             not self.training
-            and
-            isinstance(mlp, Mlp)
+            and isinstance(mlp, Mlp)
             and isinstance(mlp.act, nn.GELU)
             and mlp.act.approximate == "none"
             and isinstance(mlp.norm, nn.Identity)
