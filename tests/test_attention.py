@@ -166,3 +166,30 @@ def test_low_precision_autocast_with_padding_is_finite(dtype):
     assert torch.isfinite(y).all()
     with torch.no_grad():
         torch.testing.assert_close(y.float(), model(x), rtol=0.1, atol=0.15)
+
+
+def test_attention_dropout_applies_in_training_only():
+    """The explicit CPU path drops attention weights in training (attn_drop_rate) and never in eval."""
+    from crossformer_vision.recipes import NAMED_CONFIGS
+
+    torch.manual_seed(0)
+    model = cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], num_classes=5, attn_drop_rate=0.5,
+                           drop_path_rate=0.0).train()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = model(x)
+        torch.manual_seed(1)
+        again = model(x)
+        torch.manual_seed(2)
+        other = model(x)
+        model.eval()
+        plain = model(x)
+        for m in model.modules():
+            if isinstance(m, cv.LSDAttention):
+                m.attn_drop.p = 0.0
+        model.train()
+        undropped = model(x)
+    torch.testing.assert_close(first, again)  # same seed, same mask
+    assert (first - other).abs().max() > 1e-3 and (first - plain).abs().max() > 1e-3
+    torch.testing.assert_close(undropped, plain, atol=1e-5, rtol=0)

@@ -281,17 +281,25 @@ def _ungrouped_order(gh: int, gw: int, i: int, rh: int, rw: int, device: torch.d
     return index.expand(rh, gh, i, rw, gw, i).reshape(-1)
 
 
-def _softmax_attention(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int) -> Tensor:
+def _softmax_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int, dropout: float = 0.0
+) -> Tensor:
     """``softmax(q @ k^T + bias) @ v`` for ``(B*nG, nH, N, hd)`` inputs, ``q`` already scaled; ``bias`` as in
-    :meth:`LSDAttention._grouped_attention` (broadcast over the batch, per group where it has ``nG`` rows)."""
+    :meth:`LSDAttention._grouped_attention` (broadcast over the batch, per group where it has ``nG`` rows);
+    ``dropout`` on the attention weights (training only)."""
     attn = q @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
     if bias is not None:
         nh, tokens = attn.shape[1], attn.shape[2]
         attn = (attn.view(-1, num_groups, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
-    return attn.softmax(dim=-1) @ v
+    attn = attn.softmax(dim=-1)
+    if dropout > 0.0:
+        attn = F.dropout(attn, dropout)
+    return attn @ v
 
 
-def _softmax_attention_fake(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int) -> Tensor:
+def _softmax_attention_fake(
+    q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], num_groups: int, dropout: float = 0.0
+) -> Tensor:
     return q.new_empty((*q.shape[:-1], v.shape[-1]))
 
 
@@ -546,11 +554,7 @@ class LSDAttention(nn.Module):
             )
         if not torch.jit.is_scripting() and self._opaque_attention(q):
             return self._compiled_attention(q * self.scale, k, v, bias, num_groups)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nG, nH, N, N)
-        if bias is not None:
-            attn = (attn.view(batch, num_groups, nh, tokens, tokens) + bias).view(-1, nh, tokens, tokens)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        return attn @ v
+        return _softmax_attention(q * self.scale, k, v, bias, num_groups, self.attn_drop.p if self.training else 0.0)
 
     @torch.jit.unused
     def _opaque_attention(self, q: Tensor) -> bool:

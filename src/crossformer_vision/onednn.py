@@ -60,12 +60,6 @@ def _probe() -> bool:
 _AVAILABLE = _probe()
 
 
-def _onednn_linear(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], gelu: bool, residual: Optional[Tensor]
-) -> Tensor:
-    return _call(x, weight, bias, gelu, residual)
-
-
 def _onednn_linear_fake(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], gelu: bool, residual: Optional[Tensor]
 ) -> Tensor:
@@ -75,7 +69,7 @@ def _onednn_linear_fake(
 def _register_custom_op():
     if not _AVAILABLE:  # no kernels: compiled graphs use F.linear
         return None
-    return opaque_op("onednn_linear", _onednn_linear, _onednn_linear_fake)
+    return opaque_op("onednn_linear", _call, _onednn_linear_fake)
 
 
 _COMPILED_OP = _register_custom_op()
