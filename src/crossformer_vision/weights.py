@@ -13,11 +13,20 @@ Official checkpoints come in several layouts; :func:`convert_official_state_dict
 Files are never unpickled freely: ``torch.load(weights_only=True)`` first; training states that also
 pickle their config (yacs ``CfgNode``, ``argparse.Namespace``) are read with the same allowlist plus inert
 stand-ins for those two containers. Anything else (functions, code, arbitrary classes) is refused.
+Whatever a file holds, :func:`load_checkpoint_file` returns its data or raises one :class:`CheckpointError`
+whose message is a single line naming the file and saying what is wrong: not a checkpoint at all,
+truncated or corrupt, or refused as unsafe. Files cannot make the readers allocate gigabytes: zip
+archives that would inflate hugely are refused, and pickles that could ask for zero-filled memory by
+number (``bytearray(n)``, the unpickler's memo) go to a reader that does not allocate it.
 """
 import _compat_pickle
+import mmap
 import os
 import pickle
 import re
+import struct
+import sys
+import tarfile
 import types
 import zipfile
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
@@ -75,8 +84,37 @@ def _allowed_globals() -> Dict[str, Any]:
     return allowed
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only torch's weights-only allowlist and the inert stand-ins above."""
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The restricted reader refused a (well-formed) class or function name that the file asks for."""
+
+
+class _OpcodeTable(dict):
+    """Opcode dispatch table whose unknown entries raise an unpickling error, not a bare ``KeyError``."""
+
+    def __missing__(self, code: int) -> Any:
+        raise pickle.UnpicklingError(f"invalid pickle opcode {bytes([code])!r}")
+
+
+_DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", re.ASCII)
+# A bytearray built from a number is zero-filled at once: never from a real pickled bytearray (those carry
+# their content), but a 30-byte file could ask for gigabytes.
+_MAX_BYTEARRAY_FROM_NUMBER = 1 << 20
+
+
+def _bounded_bytearray(*args: Any) -> bytearray:
+    if args and isinstance(args[0], int) and args[0] > _MAX_BYTEARRAY_FROM_NUMBER:
+        raise pickle.UnpicklingError(f"the file asks for a zero-filled bytearray of {args[0]} bytes")
+    return bytearray(*args)
+
+
+class _RestrictedUnpickler(pickle._Unpickler):
+    """Unpickler that resolves only torch's weights-only allowlist and the inert stand-ins above.
+
+    Built on the pure-Python unpickler on purpose: its memo is a dict, whereas the C unpickler allocates and
+    zeroes a memo array as long as the largest index a file names (gigabytes for a 9-byte file).
+    """
+
+    dispatch = _OpcodeTable(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _compat_pickle.NAME_MAPPING:  # protocol-2 pickles use Python 2 names
@@ -85,10 +123,41 @@ class _RestrictedUnpickler(pickle.Unpickler):
         key = f"{module}.{name}"
         if key in _INERT_STANDINS:
             return _INERT_STANDINS[key]
+        if key == "builtins.bytearray":
+            return _bounded_bytearray
         allowed = _allowed_globals()
         if key in allowed:
             return allowed[key]
-        raise pickle.UnpicklingError(f"the file wants to load the Python object {key!r}, which is not data")
+        if not (_DOTTED_NAME.fullmatch(module) and _DOTTED_NAME.fullmatch(name)):
+            raise pickle.UnpicklingError(f"invalid global name {key[:60]!r}")
+        raise _RefusedGlobal(f"the file wants to load the Python object {key!r}, which is not data")
+
+    def _line(self) -> str:
+        line = self.readline()
+        if not line.endswith(b"\n"):  # the base class would take a cut-off "torch\nFloa" for a global's name
+            raise pickle.UnpicklingError("pickle data was truncated")
+        return line[:-1].decode("utf-8")
+
+    def _load_global(self) -> None:
+        module = self._line()
+        self.append(self.find_class(module, self._line()))
+
+    def _load_inst(self) -> None:
+        module = self._line()
+        self._instantiate(self.find_class(module, self._line()), self.pop_mark())
+
+    def _load_bytearray8(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > sys.maxsize:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes")
+        data = self.read(size)  # reads what is there; the base class would zero-fill `size` bytes first
+        if len(data) < size:
+            raise pickle.UnpicklingError("pickle data was truncated")
+        self.append(bytearray(data))
+
+    dispatch[pickle.GLOBAL[0]] = _load_global
+    dispatch[pickle.INST[0]] = _load_inst
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
 
 
 _restricted_pickle = types.SimpleNamespace(
@@ -107,38 +176,175 @@ def _unsafe_error(path: str, detail: str) -> CheckpointError:
     )
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format
+# torch.save(..., _use_new_zipfile_serialization=False) pickles this magic number first, with protocol 2
+# (b"\x80\x02...") unless another pickle_protocol was asked for (protocol 0 and 1 write it as text).
+_LEGACY_TEXT_MAGIC = b"L119547037146038801333356L\n"
+_HEADER_BYTES = 32
+# torch.save never compresses; a zip whose members inflate to more than this is refused before reading.
+_MAX_INFLATION = 100
+# torch's weights-only reader refused a global: "Unsupported global: GLOBAL x.y was not an allowed global by
+# default" or "Trying to load unsupported GLOBAL x.y whose module x is blocked" (torch/_weights_only_unpickler.py).
+_TORCH_REFUSED_GLOBAL = re.compile(r"GLOBAL \S+ was not an allowed global|GLOBAL \S+ whose module \S+ is blocked")
+
+
+def _one_line(text: Any, limit: Optional[int] = 200) -> str:
+    """``text`` with all whitespace runs (newlines included) collapsed to one space, cut to ``limit`` characters."""
+    text = " ".join(str(text).split())
+    return text if limit is None or len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _describe(err: BaseException) -> str:
+    """Short one-line ``Type: message`` of an exception; torch's advice around its reader's error is dropped."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation of torch.load", 1)[0]
+    name = type(err).__name__.lstrip("_")
+    if name == "error":  # struct.error, zlib.error...
+        name = f"{type(err).__module__}.error"
+    text = _one_line(text)
+    return f"{name}: {text}" if text else name
+
+
+def _show_path(path: str) -> str:
+    return path if path.isprintable() else ascii(path)  # no newline or control characters in a message
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header."""
+    return len(head) > 8 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _read_safetensors(path: str, shown: str) -> Dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    except Exception as err:  # SafetensorError, OSError, MemoryError...
+        raise CheckpointError(
+            f"could not read safetensors file {shown}: {_describe(err)}. The file is truncated or corrupt: "
+            "download or save it again"
+        ) from None
+
+
+def _unreadable(path: str, head: bytes, err: BaseException) -> CheckpointError:
+    """The error for a file that no reader could load (not for unsafe ones): what is wrong, what to do."""
+    if head.startswith((_ZIP_MAGIC, b"\x80", _LEGACY_TEXT_MAGIC)):
+        return CheckpointError(f"could not read checkpoint {path}: the file is truncated or corrupt ({_describe(err)}). "
+                               "Download or save it again")
+    return CheckpointError(
+        f"could not read checkpoint {path}: it is not a PyTorch or safetensors checkpoint (it starts with bytes "
+        f"{head[:8]!r}; torch.save files start with b'PK\\x03\\x04' or b'\\x80'). Check that the path points at the "
+        "weights file and not, e.g., at an HTML page saved by a failed download"
+    )
+
+
+def _is_tar(path: str) -> bool:
+    try:
+        with tarfile.open(path, mode="r:", format=tarfile.PAX_FORMAT) as tar:
+            return tar.firstmember is not None  # (zero-filled files open as empty archives)
+    except Exception:
+        return False
+
+
+def _preflight(path: str, head: bytes, size: int, shown: str) -> bool:
+    """Look at a file before unpickling it; True if torch's weights-only reader may read it first.
+
+    That reader runs only on protocol-2 pickles (what torch.save writes; it warns about others and cannot
+    read their opcodes anyway) that never mention ``bytearray``, which it would build from any number
+    (zero-filled: a tiny file could exhaust memory); everything else goes to the restricted reader. Refused
+    here: files torch.load would not unpickle with ``pickle_module`` at all (TorchScript archives, which it
+    hands to torch.jit.load, and the legacy .tar format), zip archives without a pickle or that would
+    inflate to far more than their size (torch.save never compresses), and zips Python cannot read.
+    """
+    if not head.startswith(_ZIP_MAGIC):
+        if _is_tar(path):
+            raise CheckpointError(f"could not read checkpoint {shown}: it is in PyTorch's legacy .tar format (before "
+                                  "version 0.4), which cannot be read safely. Re-save it with torch.save in a trusted environment")
+        if not head.startswith(b"\x80\x02"):
+            return False
+        try:
+            with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                return data.find(b"bytearray") < 0
+        except (OSError, ValueError):
+            return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            names = [m.filename.lower().rsplit("/", 1)[-1] for m in members]  # torch's zip reader ignores case
+            if "constants.pkl" in names:
+                raise CheckpointError(f"could not read checkpoint {shown}: it is a TorchScript archive, not a checkpoint. "
+                                      "Load it with torch.jit.load in a trusted environment and torch.save its state_dict()")
+            if "data.pkl" not in names:
+                raise CheckpointError(f"could not read checkpoint {shown}: it is a zip archive but not a PyTorch "
+                                      f"checkpoint (no data.pkl in it; it holds e.g. {_one_line(names[:3], 80)}). Check "
+                                      "that the path points at the weights file")
+            inflated = sum(m.file_size for m in members if m.compress_type != zipfile.ZIP_STORED)
+            if inflated > _MAX_INFLATION * size + (64 << 20):
+                raise CheckpointError(
+                    f"could not read checkpoint {shown}: it is a zip archive whose compressed members would inflate "
+                    f"to {inflated} bytes, {inflated // size} times the file's size (torch.save does not compress). "
+                    "Refusing to read it; re-save the weights with torch.save"
+                )
+            torch_reader = True
+            for member, name in zip(members, names):
+                if name != "data.pkl":
+                    continue
+                with archive.open(member) as stream:
+                    chunk = stream.read(1 << 20)
+                    torch_reader &= chunk[:1] != b"\x80" or chunk[:2] == b"\x80\x02"
+                    tail = b""
+                    while chunk and torch_reader:
+                        torch_reader = b"bytearray" not in tail + chunk
+                        tail, chunk = chunk[-8:], stream.read(1 << 20)
+            return torch_reader
+    except CheckpointError:
+        raise
+    except Exception as err:  # BadZipFile, zlib.error, EOFError...: torch's zip reader would not do better
+        raise _unreadable(shown, head, err) from None
+
+
 def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
     """Read a ``.pth``/``.pt``/``.bin`` or ``.safetensors`` file without executing pickled code.
 
     Raises:
-        CheckpointError: missing, truncated or corrupt file, or one that pickles code or classes.
+        CheckpointError: for every file it cannot return, with a one-line message naming the file: missing,
+            empty, not a checkpoint at all, truncated or corrupt, or pickling code or classes (refused).
     """
     path = os.fspath(path)
+    shown = _show_path(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"checkpoint file is empty: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path, device="cpu")
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"could not read safetensors file {path}: {err}") from None
+        raise CheckpointError(f"checkpoint file not found: {shown}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first_error = str(err)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"could not read checkpoint {path}: the file is truncated or corrupt ({err})") from None
-    # Not plain weights: allow only data containers known to occur in official training states.
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(_HEADER_BYTES)
+    except OSError as err:
+        raise CheckpointError(f"could not read checkpoint {shown}: {_describe(err)}") from None
+    if size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {shown} (0 bytes: an interrupted download or save?)")
+    if path.endswith(".safetensors") or (
+        not head.startswith((_ZIP_MAGIC, b"\x80")) and _looks_like_safetensors(head, size)
+    ):
+        return _read_safetensors(path, shown)
+    torch_reader = _preflight(path, head, size, shown)
+    torch_error: Optional[BaseException] = None
+    if torch_reader:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # not plain weights (or not a pickle torch's reader can read)
+            torch_error = err
+        except Exception as err:  # RuntimeError, EOFError, MemoryError, KeyError, struct.error...
+            raise _unreadable(shown, head, err) from None
+    # Allow only data containers known to occur in official training states (and torch's allowlist).
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-    except pickle.UnpicklingError as err:
-        raise _unsafe_error(path, str(err)) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, AttributeError, TypeError) as err:
-        raise CheckpointError(f"could not read checkpoint {path}: {err} (weights-only reader said: {first_error[:200]})") from None
+    except _RefusedGlobal as err:
+        if torch_error is None or _TORCH_REFUSED_GLOBAL.search(str(torch_error)):
+            raise _unsafe_error(shown, _one_line(err)) from None
+        raise _unreadable(shown, head, err) from None
+    except Exception as err:
+        raise _unreadable(shown, head, err) from None
 
 
 # ---------------------------------------------------------------------------------------------- conversion
@@ -149,7 +355,8 @@ _DERIVED_BUFFERS = ("attn.biases", "attn.relative_position_index", "attn_mask")
 
 
 def _is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, Tensor) for v in obj.values())
+    return (isinstance(obj, Mapping) and len(obj) > 0
+            and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()))
 
 
 def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Tensor]:
@@ -162,8 +369,8 @@ def unwrap_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Tensor]:
                 return unwrap_state_dict(checkpoint[key])
     keys = list(checkpoint.keys())[:10] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
     raise CheckpointError(
-        f"no model weights found in the checkpoint (looked for a dict of tensors, or one under {_WRAPPER_KEYS}); "
-        f"top-level entries: {keys}"
+        f"no model weights found in the checkpoint (looked for a dict of named tensors, or one under {_WRAPPER_KEYS}); "
+        f"top-level entries: {_one_line(keys)}"
     )
 
 
@@ -298,14 +505,23 @@ def load_official_checkpoint(model: nn.Module, path: PathLike, strict: bool = Tr
 
     Returns:
         :class:`LoadReport` with the missing and unexpected keys and the official keys deliberately dropped.
+
+    Raises:
+        CheckpointError: unreadable or unsafe file, no weights in it, or weights that do not fit ``model``;
+            the message is one line and names the file.
     """
-    raw = unwrap_state_dict(load_checkpoint_file(path))
-    converted = convert_official_state_dict(raw, model)
-    dropped = [k for k in raw if _convert_key(k) is None or k.startswith(_DENSE_HEAD_PREFIXES)]
+    checkpoint = load_checkpoint_file(path)  # its errors name the file
+    shown = _show_path(os.fspath(path))
     try:
+        raw = unwrap_state_dict(checkpoint)
+        converted = convert_official_state_dict(raw, model)
+        dropped = [k for k in raw if _convert_key(k) is None or k.startswith(_DENSE_HEAD_PREFIXES)]
         missing, unexpected = load_state_dict_checked(model, converted, strict=strict)
     except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+        raise CheckpointError(f"{shown}: {_one_line(err, limit=None)}") from None
+    except Exception as err:  # the file's content decides what fails here: odd keys, dtypes, meta tensors...
+        raise CheckpointError(f"{shown}: the checkpoint holds something other than model weights this model can "
+                              f"load ({_describe(err)})") from None
     return LoadReport(missing, unexpected, dropped)
 
 
