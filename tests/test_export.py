@@ -1,11 +1,16 @@
 """One exported graph (torch.export and ONNX) serves every batch size, height and width, with eager's numbers."""
+import errno
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
 
 import crossformer_vision as cv
+import crossformer_vision.export as export_module
 from crossformer_vision.cli import main
-from crossformer_vision.export import export_onnx, export_program, save_program, size_range
+from crossformer_vision.export import export_onnx, export_program, quantize_onnx, save_program, size_range
 from crossformer_vision.recipes import NAMED_CONFIGS
 
 # A small model that still has every branch of the grouping: SDA and LDA with padding (group 4, interval 2 in
@@ -13,6 +18,8 @@ from crossformer_vision.recipes import NAMED_CONFIGS
 SMALL = dict(NAMED_CONFIGS["crossformer_micro"], num_classes=7)
 # (batch, height, width): square, not multiples of 32, one side at the minimum, batch 1 and 3
 SIZES = [(1, 64, 64), (3, 97, 130), (2, 225, 71), (1, 64, 150)]
+# the node of an ONNX export for 64..256 that rejects other heights and widths (onnxruntime's error names it)
+RANGE_CHECK = "images_height_and_width_must_be_in_64_to_256"
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +156,13 @@ def test_fixed_size_export_below_the_dynamic_minimum(digits_like, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(session.run(None, {"images": x.numpy()})[0]), digits_like(x),
                                    atol=1e-4, rtol=0)
-    with pytest.raises(Exception, match="(?i)dimension|shape"):
-        session.run(None, {"images": torch.randn(1, 1, 64, 64).numpy()})
+    for height, width in [(64, 64), (32, 48), (31, 32)]:  # a fixed size is in the input's shape: ORT checks it
+        with pytest.raises(Exception, match="(?i)dimension|shape"):
+            session.run(None, {"images": torch.randn(1, 1, height, width).numpy()})
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert meta["fixed_size"] == "32,32" and "min_size" not in meta
     program = export_program(digits_like, fixed_size=(32, 48))
     with torch.no_grad():
         assert program.module()(torch.randn(3, 1, 32, 48)).shape == (3, 10)
@@ -162,8 +174,6 @@ def test_int8_copy_keeps_the_predictions_and_the_dynamic_sizes(model, onnx_file,
     pytest.importorskip("onnxruntime")
     import onnx
     import onnxruntime as ort
-
-    from crossformer_vision.export import quantize_onnx
 
     int8 = quantize_onnx(onnx_file, tmp_path / "micro.int8.onnx")
     ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
@@ -181,6 +191,8 @@ def test_int8_copy_keeps_the_predictions_and_the_dynamic_sizes(model, onnx_file,
         # int8 weights: close to the fp32 logits, not equal
         assert 0 < float((got - want).abs().max()) < 0.1 * float(want.abs().max())
         assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+    with pytest.raises(Exception, match=RANGE_CHECK):  # the size-range check carries over
+        session.run(None, {"images": _inputs(1, 33, 64).numpy()})
     with pytest.raises(FileNotFoundError, match="ONNX file not found"):
         quantize_onnx(tmp_path / "missing.onnx", tmp_path / "x.onnx")
 
@@ -198,3 +210,166 @@ def test_export_command_fixed_size_and_int8(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", "crossformer_tiny", "--fixed-size", "big"])
     assert "expected a size like 224" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# An ONNX file rejects heights and widths outside its range (onnxruntime alone runs them, with wrong numbers).
+
+
+@pytest.fixture(scope="module")
+def onnx_run(onnx_file):
+    """An onnxruntime session of ``onnx_file`` (exported for 64..256) that does not log the expected failures."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    return ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("height, width", [(33, 64), (50, 100), (63, 250), (64, 63), (257, 64), (128, 300)])
+def test_onnx_rejects_sizes_outside_its_range(onnx_run, height, width):
+    """Sizes below the range ran and gave logits ~10% off; now they fail, as do sizes above it."""
+    with pytest.raises(Exception, match=RANGE_CHECK):
+        onnx_run.run(None, {"images": _inputs(1, height, width).numpy()})
+
+
+def test_onnx_range_check_keeps_results_and_is_documented(model, onnx_file, onnx_run):
+    import onnx
+
+    for batch, height, width in [(1, 64, 64), (2, 64, 200), (3, 97, 130), (1, 256, 64), (1, 256, 256)]:
+        x = _inputs(batch, height, width)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = onnx_run.run(None, {"images": x.numpy()})[0]
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+    with pytest.raises(Exception, match="(?i)invalid dimensions"):  # channels are fixed in the input's shape
+        onnx_run.run(None, {"images": _inputs(1, 64, 64)[:, :1].numpy()})
+    proto = onnx.load(str(onnx_file))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert (meta["min_size"], meta["max_size"]) == ("64", "256")
+    assert [n.op_type for n in proto.graph.node if n.name == RANGE_CHECK] == ["Expand"], "kept, not folded away"
+    assert not model._forward_hooks, "the check is only attached while exporting: eager runs never see it"
+
+
+class _TwoMaps(torch.nn.Module):
+    """A tiny model with two outputs, quick to export."""
+
+    min_input_size = 32
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [y, y.mean((2, 3))]
+
+
+def test_onnx_range_check_guards_every_output_and_failed_writes_leave_nothing(tmp_path, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+
+    path = export_onnx(_TwoMaps().eval(), tmp_path / "two.onnx", max_size=100)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for name in ("features_0", "features_1"):  # asked for alone, each output still runs the check
+        assert session.run([name], {"images": np.zeros((1, 3, 64, 100), np.float32)})[0].shape[0] == 1
+        with pytest.raises(Exception, match="images_height_and_width_must_be_in_64_to_100"):
+            session.run([name], {"images": np.zeros((1, 3, 40, 80), np.float32)})
+
+    def full_disk(proto, f):
+        f.write(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(onnx, "save_model", full_disk)
+    target = tmp_path / "new" / "two.onnx"
+    with pytest.raises(ValueError, match=re.escape(f"cannot write {target}: no space left")) as info:
+        export_onnx(_TwoMaps().eval(), target, max_size=100)
+    assert "\n" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.onnx"], "no partial file, temporary file or folder"
+
+
+def _tree(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _one_error_line(capsys, *words):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("crossformer export: error: cannot write "), err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_export_command_output_in_the_way_is_one_line_before_exporting(tmp_path, capsys, monkeypatch):
+    """An existing folder or a file where a folder should be: found before the (slow) export, nothing written."""
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the output is checked before exporting")
+
+    monkeypatch.setattr(export_module, "export_program", no_export)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    (tmp_path / "folder.int8.onnx").mkdir()
+    folder, afile = str(tmp_path / "folder"), str(tmp_path / "afile")
+    cases = [
+        (["--output", folder], [folder, "existing folder"]),
+        (["--format", "pt2", "--output", folder], [folder, "existing folder"]),
+        (["--output", f"{afile}/m.onnx"], [f"{afile}/m.onnx", f"{afile} is a file, not a folder"]),
+        (["--format", "pt2", "--output", f"{afile}/sub/m.pt2"], [f"{afile} is a file, not a folder"]),
+        (["--int8", "--output", f"{folder}.onnx"], [f"{folder}.int8.onnx", "existing folder"]),  # the int8 copy's
+    ]
+    before = _tree(tmp_path)
+    for extra, words in cases:
+        assert main(["export", "crossformer_tiny", *extra]) == 2
+        _one_error_line(capsys, *words)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left on the device; free some space"),
+                                         (errno.EACCES, "permission denied"), (errno.EROFS, "read-only")])
+def test_export_command_failed_write_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch, code, words):
+    """A full disk, a read-only folder (simulated: as root chmod does not stop writes) while writing the file."""
+    monkeypatch.setattr(export_module, "export_program", lambda *args, **kwargs: "a program")
+    monkeypatch.setattr(torch.export, "save", lambda program, f: f.write(b"a whole program"))
+    atomic_write_bytes = export_module.atomic_write_bytes
+
+    def failing_write(path, writer):
+        def half(f):
+            f.write(b"half a program")
+            raise OSError(code, os.strerror(code))  # PermissionError for EACCES
+
+        atomic_write_bytes(path, half)  # the project's writer, with its own cleanup
+
+    monkeypatch.setattr(export_module, "atomic_write_bytes", failing_write)
+    out = tmp_path / "new" / "tiny.pt2"
+    assert main(["export", "crossformer_tiny", "--format", "pt2", "--output", str(out)]) == 2
+    _one_error_line(capsys, str(out), words)
+    assert _tree(tmp_path) == [], "no half-written file, no temporary file, no folder made for it"
+
+
+def test_quantize_cleanup_never_hides_the_error(onnx_file, tmp_path, monkeypatch):
+    import onnxruntime.quantization as quantization
+
+    def half_quantized(source, target, **kwargs):
+        with open(target, "wb") as f:
+            f.write(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(quantization, "quantize_dynamic", half_quantized)
+    with pytest.raises(ValueError, match="no space left"):
+        quantize_onnx(onnx_file, tmp_path / "micro.int8.onnx")
+    assert _tree(tmp_path) == []
+
+    def cannot_remove(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(os, "remove", cannot_remove)
+    with pytest.raises(ValueError, match="no space left"):  # the first error, not the cleanup's
+        quantize_onnx(onnx_file, tmp_path / "micro.int8.onnx")
+    monkeypatch.undo()
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    with pytest.raises(ValueError, match="existing folder"):
+        quantize_onnx(onnx_file, tmp_path)

@@ -1,4 +1,9 @@
-"""``crossformer export``: one ONNX or ``torch.export`` file for every batch size, height and width."""
+"""``crossformer export``: one ONNX or ``torch.export`` file for every batch size, height and width.
+
+An output that cannot be written (an existing folder, a file where a folder should be, a read-only folder, a
+full disk) ends the command with one line naming the path, the problem and the fix (exit status 2), checked
+before the export where possible; no partial or temporary file is left behind.
+"""
 import argparse
 from pathlib import Path
 from typing import Tuple
@@ -50,7 +55,7 @@ def _size(text: str) -> Tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from .. import create_model
-    from ..export import export_onnx, export_program, quantize_onnx, save_program, size_range
+    from ..export import check_writable, export_onnx, export_program, quantize_onnx, save_program, size_range
 
     if args.checkpoint:
         from ..trainer import load_for_inference
@@ -66,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if args.int8 and args.format != "onnx":
         raise ValueError("--int8 quantizes an ONNX file: use it with --format onnx")
     output = Path(args.output or f"{name}.{args.format}")
+    # a folder in the way, a file where a folder should be, a read-only folder: say so before the slow export
+    check_writable(output)
+    int8_output = output.with_suffix(".int8.onnx") if args.int8 else None
+    if int8_output is not None:
+        check_writable(int8_output)
     if args.fixed_size is not None:
         height, width = args.fixed_size
         sizes = f"height {height}, width {width}"
@@ -83,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
         save_program(export_program(model, low, high), output)
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB): {name}, input images (batch, "
           f"{model.in_chans}, height, width) with {sizes}")
-    if args.int8:
-        quantized = quantize_onnx(output, output.with_suffix(".int8.onnx"))
+    if int8_output is not None:
+        quantized = quantize_onnx(output, int8_output)
         print(f"wrote {quantized} ({quantized.stat().st_size / 2**20:.1f} MiB): int8 linear layers (onnxruntime "
               f"dynamic quantization); check its accuracy on your data (benchmarks/onnx_int8.py)")
     return 0
