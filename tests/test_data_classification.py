@@ -119,3 +119,29 @@ def test_find_images_expands_folders(tmp_path):
     (tmp_path / "void").mkdir()
     with pytest.raises(ValueError, match="no image files"):
         find_images([tmp_path / "void"])
+
+
+def test_each_unreadable_file_is_counted_once_per_pass(tmp_path):
+    root = make_image_folder(tmp_path / "data", {"train": 12})
+    good = (root / "train" / "bar" / "train_000.png").read_bytes()
+    for i in range(10):  # ten truncated files in a row: headers fine, pixels cut
+        (root / "train" / "bar" / f"train_{i:03d}.png").write_bytes(good[:80])
+    transform = build_transform(resolve_config("folder", {"data.path": "x", "data.img_size": 32})["data"])
+    dataset = ImageFolderDataset(root / "train", transform)
+    with pytest.warns(UserWarning):
+        total = sum(dataset[i][2] for i in range(len(dataset)))
+    assert total == 10  # not one count per retry (it was 55 here: sample i retried 10 - i bad files)
+
+
+def test_empty_class_folders_and_files_given_as_folders_are_refused(tmp_path):
+    root = make_image_folder(tmp_path / "data", {"train": 2, "val": 1})
+    (root / "train" / "zebra").mkdir()
+    with pytest.raises(ValueError, match=r"class folder .*zebra has no readable images: a class without training "
+                                         r"images cannot be learned"):
+        ImageFolderDataset(root / "train")
+    assert len(ImageFolderDataset(root / "val", classes=list(CLASSES) + ["zebra"])) == 3  # fine where it evaluates
+    with pytest.raises(FileNotFoundError, match="is a file, not a folder"):
+        ImageFolderDataset(root / "val" / "bar" / "val_000.png")
+    cfg = resolve_config("folder", {"data.path": str(root / "val" / "bar" / "val_000.png")})
+    with pytest.raises(FileNotFoundError, match="data.path .* is a file, not a folder"):
+        build_dataset(cfg, "train")

@@ -50,6 +50,48 @@ def make_image_folder(root: Path, counts: Dict[str, int] = None, seed: int = 0, 
     return root
 
 
+#: What cameras and scanners hand over: (mode, file extension). 16-bit and float files are saved as PNG/TIFF.
+CAMERA_FORMATS = (("RGB", ".jpg"), ("RGB", ".png"), ("L", ".png"), ("P", ".gif"), ("RGBA", ".png"), ("I;16", ".png"),
+                  ("I;16", ".tif"), ("F", ".tif"), ("CMYK", ".jpg"), ("RGB", ".webp"), ("L", ".bmp"), ("LA", ".png"))
+#: Sizes (width, height): tiny, odd, small, camera-like non-square.
+CAMERA_SIZES = ((1, 1), (7, 5), (32, 32), (300, 200), (45, 61), (120, 90))
+
+
+def photo(cls: int, size: Sequence[int], mode: str, rng: np.random.Generator) -> Image.Image:
+    """A photo-like image of class ``cls`` (:func:`draw` over a smooth gradient) in PIL ``mode`` at ``size`` (w, h).
+
+    ``I;16`` images span 0..65535 (as a 16-bit scan does) and ``F`` images 0..1, so a reader that clips them
+    to 8 bits gets a white or black picture.
+    """
+    w, h = size
+    base = draw(cls, (max(h, 8), max(w, 8)), rng).astype(np.float64)
+    ramp = np.linspace(0, 60, base.shape[1])[None, :, None]
+    rgb = np.clip(base + ramp, 0, 255)[:h, :w]
+    image = Image.fromarray(rgb.astype(np.uint8), "RGB")
+    if mode == "I;16":
+        return Image.fromarray((rgb.mean(axis=2) * 257).astype(np.uint16))
+    if mode == "F":
+        return Image.fromarray((rgb.mean(axis=2) / 255).astype(np.float32), "F")
+    if mode == "P":
+        return image.quantize(16)
+    return image.convert(mode)
+
+
+def make_camera_folder(root: Path, counts: Dict[str, int], seed: int = 0) -> Path:
+    """``root/{split}/{class}/*`` with :data:`CAMERA_FORMATS` in turn at :data:`CAMERA_SIZES` in turn (and random
+    sizes up to 400 pixels): the mix a user's own folder brings. ``counts``: images per class per split."""
+    rng = np.random.default_rng(seed)
+    for split, n in counts.items():
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                mode, ext = CAMERA_FORMATS[i % len(CAMERA_FORMATS)]
+                size = CAMERA_SIZES[i % len(CAMERA_SIZES)] if i % 3 else tuple(int(v) for v in rng.integers(16, 400, 2))
+                photo(c, size, mode, rng).save(folder / f"{split}_{i:04d}{ext}")
+    return root
+
+
 def fast_overrides(output: Path, **extra) -> List[str]:
     """Overrides for a quick CPU run: micro model at 32x32 RGB, augmentation reduced to the random resized crop."""
     items = {
