@@ -124,7 +124,7 @@ def test_bad_training_input_is_one_line_exit_2_and_leaves_no_run_folder(run, tmp
         (["--data", str(run["data"]), "--batch-size", "16", "--model", "crossformer_tiny", "--pretrained",
           str(run["dir"] / "best.pth")],
          ["does not fit CrossFormer"]),
-        (["--resume", str(truncated.parent)], ["could not read checkpoint", "truncated, corrupt"]),
+        (["--resume", str(truncated.parent)], ["could not read checkpoint", "truncated or corrupt"]),
         (["train.epochz=3"], ["unknown config key 'train.epochz'; did you mean train.epochs"]),
         (["--data", str(run["data"]), "--batch-size", "16", "log.tensorboard=true"], ["tensorboard is not installed"]),
     ]
@@ -143,7 +143,7 @@ def test_bad_checkpoints_and_images_for_eval_and_predict(run, tmp_path, capsys):
     torch.save(torch.load(run["dir"] / "best.pth", weights_only=True)["model"], plain)
     cases = [
         (["eval", str(truncated)], ["could not read checkpoint", "truncated or corrupt"]),
-        (["eval", str(garbage)], ["refusing to load", "garbage.pth"]),
+        (["eval", str(garbage)], ["not a PyTorch or safetensors checkpoint", "garbage.pth"]),  # not "could run code"
         (["eval", str(tmp_path / "nothing.pth")], ["checkpoint not found"]),
         (["eval", str(plain)], ["does not record its architecture", "add --model NAME"]),
         (["eval", str(plain), "--model", "crossformer_tiny"], ["does not fit this model", "depths=[1, 1, 2, 1]"]),

@@ -242,7 +242,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run_folder(tmp_path, capsys)
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     (truncated / "last.pth").write_bytes((seg / "last.pth").read_bytes()[:5000])
-    _fails(capsys, ["segment", "train", "--resume", str(truncated)], "truncated, corrupt")
+    _fails(capsys, ["segment", "train", "--resume", str(truncated)], "truncated or corrupt")
     state = torch.load(seg / "best.pth", weights_only=True)["model"]
     torch.save(state, tmp_path / "segmenter_state.pth")
     _fails(capsys, ["detect", "eval", str(tmp_path / "segmenter_state.pth"), "model.num_classes=4", TINY_DATA,

@@ -30,10 +30,10 @@ def test_load_state_file_refuses_truncated_and_pickled_code(tmp_path):
     path = tmp_path / "ckpt.pth"
     engine.atomic_save({"w": torch.randn(100, 100)}, path)
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="truncated, corrupt or not a training checkpoint"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         engine.load_state_file(path)
     torch.save({"fn": print}, path)
-    with pytest.raises(ValueError, match="could not read checkpoint"):
+    with pytest.raises(ValueError, match="refusing to load .*could run arbitrary code"):
         engine.load_state_file(path)
     with pytest.raises(FileNotFoundError):
         engine.load_state_file(tmp_path / "missing.pth")

@@ -149,19 +149,18 @@ def default_models() -> List[str]:
 
 
 def resolve_model_name(name: str) -> str:
-    """``"crossformer"`` (registered variant or :data:`~crossformer_vision.recipes.NAMED_CONFIGS` entry) or
-    ``"timm"``; raises ValueError with close matches for unknown names."""
+    """``"crossformer"`` (a registered model of ours) or ``"timm"``; raises ValueError with close matches for
+    unknown names."""
     import timm
 
-    from .recipes import NAMED_CONFIGS
-    from .variants import VARIANTS
+    from .variants import MODELS
 
     base = name.split(".")[0]
-    if base in VARIANTS or name in NAMED_CONFIGS:
+    if base in MODELS:
         return "crossformer"
     if timm.is_model(base):
         return "timm"
-    known = list(VARIANTS) + list(NAMED_CONFIGS) + timm.list_models()
+    known = list(MODELS) + timm.list_models()
     close = difflib.get_close_matches(base, known, n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else " (crossformer info lists ours, timm.list_models() timm's)"
     raise ValueError(f"unknown model {name!r}{hint}")
@@ -175,12 +174,9 @@ def build_model(name: str, img_size: int = 224, num_classes: int = 1000, **kwarg
     """
     import timm
 
-    from . import CrossFormer, create_model
-    from .recipes import NAMED_CONFIGS
+    from . import create_model
 
     if resolve_model_name(name) == "crossformer":
-        if name in NAMED_CONFIGS:
-            return CrossFormer(**{**NAMED_CONFIGS[name], "num_classes": num_classes, **kwargs})
         return create_model(name, num_classes=num_classes, **kwargs)
     kwargs = dict(pretrained=False, num_classes=num_classes, **kwargs)
     if "img_size" not in kwargs and "dynamic_img_size" not in kwargs:

@@ -8,17 +8,19 @@ Used by the classification trainer (:mod:`crossformer_vision.trainer`) and meant
   :func:`all_reduce_sum`; :class:`MetricSums` averages metrics over all ranks exactly.
 * Files: :func:`atomic_save` / :func:`atomic_write_text` write a temporary file in the target's folder,
   flush and fsync it, then ``os.replace`` it (a reader sees the old file or the new one, never half of one);
-  only rank 0 should call them. :func:`load_state_file` reads them back with ``weights_only=True``.
+  only rank 0 should call them. :func:`load_state_file` reads them back safely (no code runs).
   :func:`create_run_dir` and :class:`RunDirGuard` make sure a failed start leaves no run folder behind.
 * Reproducibility: :func:`seed_everything`, :func:`capture_rng_state` / :func:`restore_rng_state` (tensors and
   plain numbers only, so checkpoints holding them load with ``weights_only=True``).
 * Logs: :class:`Progress` (rank 0: tqdm on a terminal, a line per epoch in logs), :func:`write_csv`, :func:`plot_history`, :class:`TensorBoardLogger`.
 """
 import csv
+import errno
 import io
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -48,9 +50,14 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "capture_rng_state",
+    "check_state",
     "cleanup_distributed",
     "configure_threads",
     "create_run_dir",
+    "describe_os_error",
+    "remove_stale_temp_files",
+    "stopped_note",
+    "write_config",
     "init_distributed",
     "is_main_process",
     "load_state_file",
@@ -259,6 +266,23 @@ def configure_threads(threads: Optional[int], local_world_size: int = 1) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- files
+def describe_os_error(err: OSError) -> str:
+    """One line for a file-system error: what failed on which path, and what to do."""
+    where = f" {err.filename}" if err.filename else ""
+    what = err.strerror or type(err).__name__
+    hints = {
+        errno.ENOSPC: "free some disk space (files written before are intact), then run again (or --resume a run)",
+        errno.EACCES: "choose a folder you can write to (e.g. --output)",
+        errno.EPERM: "choose a folder you can write to (e.g. --output)",
+        errno.EROFS: "the file system is read-only: choose another folder (e.g. --output)",
+        errno.EISDIR: "give a file name, not a folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder",
+        errno.EEXIST: "a file of that name is in the way",
+    }
+    hint = hints.get(err.errno or -1)
+    return f"{what}:{where}" + (f"; {hint}" if hint else "")
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -302,41 +326,121 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def load_state_file(path: PathLike) -> Dict[str, Any]:
-    """Read a file written by :func:`atomic_save` with ``torch.load(weights_only=True)`` (no code runs).
+def load_state_file(path: PathLike, fmt: Optional[str] = None, keys: Sequence[str] = ()) -> Dict[str, Any]:
+    """Read a file written by :func:`atomic_save` safely (:func:`crossformer_vision.weights.load_checkpoint_file`:
+    tensors and plain data only, no code runs), optionally checking what it is.
+
+    Args:
+        fmt: The ``format`` entry the file must have (e.g. ``"crossformer-vision/classification"``).
+        keys: Entries the file must have.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: truncated, corrupt, or holding objects other than tensors and plain data.
+        ValueError: unreadable (truncated, corrupt, not a checkpoint, unsafe), another format, or entries missing;
+            one line naming the file.
     """
+    from .weights import load_checkpoint_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    return check_state(load_checkpoint_file(path), path, fmt, keys)
+
+
+def check_state(state: Any, path: PathLike, fmt: Optional[str] = None, keys: Sequence[str] = ()) -> Dict[str, Any]:
+    """``state`` (read from ``path``) if it has the ``format`` entry ``fmt`` and every entry of ``keys``; else
+    ValueError naming the file."""
+    if fmt is not None and (not isinstance(state, dict) or state.get("format") != fmt):
+        raise ValueError(f"{path} is not a crossformer training checkpoint of this kind (no '{fmt}' format entry)")
+    missing = [key for key in keys if key not in state]
+    if missing:
+        raise ValueError(f"{path} is a crossformer checkpoint without {', '.join(missing)}: it is damaged, or was "
+                         f"written by an incompatible version; use another checkpoint of the run (last.pth, best.pth)")
+    return state
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")  # temporary files of atomic_write_bytes: .<name>.tmp-<pid>
+
+
+def remove_stale_temp_files(folder: PathLike) -> List[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in ``folder``.
+
+    Only files of :func:`atomic_write_bytes` whose process no longer runs are removed; returns them.
+    """
+    removed = []
+    for path in Path(folder).iterdir():
+        match = _TEMP_NAME.match(path.name)
+        if match is None or not path.is_file() or _process_alive(int(match.group(1))):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:  # another process removed it, or no permission: nothing to do
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, BadZipFile... for bad files
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"could not read checkpoint {path}: the file is truncated, corrupt or not a training "
-                         f"checkpoint ({first[:200]})") from None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def write_config(path: PathLike, cfg: Mapping[str, Any], resumes: Sequence[Mapping[str, Any]] = ()) -> None:
+    """Write a run's resolved recipe as YAML, atomically, with a comment per ``--resume`` that changed fields."""
+    import yaml
+
+    lines = [f"# resumed at epoch {r['epoch'] + 1} with changes: {'; '.join(r['changes'])}\n" for r in resumes]
+    atomic_write_text(path, "".join(lines) + yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def stopped_note(run_dir: Path, guard: "RunDirGuard", finished: int, unit: str) -> str:
+    """The end of the message of a run that stopped on an error: what the run folder keeps and how to go on."""
+    if guard.armed:
+        return f"; no {unit} had finished, so no run folder was kept"
+    return (f"; the run folder keeps its last good checkpoint {run_dir / 'last.pth'} ({unit} {finished}): fix the "
+            f"problem, then continue with --resume {run_dir}")
 
 
 def create_run_dir(output: PathLike, name: str) -> Path:
-    """Create ``output/name`` on rank 0 (``name-2``, ``name-3``... if taken) and return it on every rank."""
-    path = None
+    """Create ``output/name`` on rank 0 (``name-2``, ``name-3``... if taken) and return it on every rank.
+
+    Raises:
+        ValueError: on every rank, when the folder cannot be created (``output`` is a file, read-only, full...).
+    """
+    path, error = None, None
     if is_main_process():
         root = Path(output)
-        root.mkdir(parents=True, exist_ok=True)
-        for i in range(1, 10000):
-            candidate = root / (name if i == 1 else f"{name}-{i}")
-            try:
-                candidate.mkdir()
-            except FileExistsError:
-                continue
-            path = str(candidate)
-            break
-        if path is None:
-            raise ValueError(f"could not create a run folder named {name} in {root}: all names are taken")
-    return Path(broadcast_object(path))
+        try:
+            if root.exists() and not root.is_dir():
+                raise ValueError(f"the output folder {root} (log.output, --output) is a file, not a folder; give a "
+                                 f"folder for run folders")
+            root.mkdir(parents=True, exist_ok=True)
+            for i in range(1, 10000):
+                candidate = root / (name if i == 1 else f"{name}-{i}")
+                try:
+                    candidate.mkdir()
+                except FileExistsError:
+                    continue
+                path = str(candidate)
+                break
+            if path is None:
+                raise ValueError(f"could not create a run folder named {name} in {root}: all names are taken")
+        except ValueError as err:
+            error = str(err)
+        except OSError as err:
+            error = (f"cannot create a run folder in {root} ({err.strerror or err}: {err.filename}); choose a folder "
+                     f"you can write to with --output (log.output)")
+    path, error = broadcast_object((path, error))
+    if error:
+        raise ValueError(error)
+    return Path(path)
 
 
 class RunDirGuard:

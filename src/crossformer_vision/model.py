@@ -13,6 +13,7 @@ Attribute names follow the official code where they exist (``patch_embed.projs``
 ``attn.pos.pos_proj``, ``mlp.fc1``...), so official checkpoints convert with a handful of renames
 (:mod:`crossformer_vision.weights`).
 """
+import numbers
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
@@ -331,6 +332,17 @@ def _resolve_layer(layer: Union[str, Callable[..., nn.Module]], table: Dict[str,
     return layer
 
 
+def _check_counts(**values: Sequence[Any]) -> None:
+    """ValueError unless every value is a positive int (``depths``: >= 0)."""
+    for name, items in values.items():
+        low = 0 if name == "depths" else 1
+        bad = [v for v in items if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low]
+        if bad:
+            kind = "non-negative" if low == 0 else "positive"
+            where = f" in {list(items)}" if len(items) > 1 else ""
+            raise ValueError(f"{name} must be {kind} integer{'s' if len(items) > 1 else ''}, got {bad[0]!r}{where}")
+
+
 def _per_stage(name: str, value: Union[int, Sequence[Any]], num_stages: int) -> List[Any]:
     values = [value] * num_stages if isinstance(value, int) else list(value)
     if len(values) != num_stages:
@@ -418,6 +430,17 @@ class CrossFormer(nn.Module):
         num_heads = _per_stage("num_heads", num_heads, num_stages)
         group_size = _per_stage("group_size", group_size, num_stages)
         crs_interval = _per_stage("crs_interval", crs_interval, num_stages)
+        _check_counts(in_chans=[in_chans], embed_dim=[embed_dim], depths=list(depths), num_heads=num_heads,
+                      crs_interval=crs_interval, patch_size=list(patch_size),
+                      group_size=[g for entry in group_size for g in ([entry] if isinstance(entry, int) else entry)])
+        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0 (0: no classifier, pooled features), got {num_classes!r}")
+        if not mlp_ratio > 0:
+            raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio!r}")
+        for name, rate in (("drop_rate", drop_rate), ("proj_drop_rate", proj_drop_rate), ("attn_drop_rate", attn_drop_rate),
+                           ("pos_drop_rate", pos_drop_rate), ("drop_path_rate", drop_path_rate)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate!r}")
         merge_size = [tuple(m) for m in merge_size]
         if len(merge_size) < num_stages - 1:
             raise ValueError(f"merge_size needs {num_stages - 1} entries (one per stage transition), got {len(merge_size)}")

@@ -7,9 +7,8 @@ the defaults; :func:`resolve_config` merges it over them, applies ``KEY=VALUE`` 
 
     cfg = resolve_config("crossformer_small", ["data.path=/data/imagenet", "train.batch_size=256"])
 
-Besides the registered variants (:func:`crossformer_vision.list_models`), models named in
-:data:`NAMED_CONFIGS` are small configurations of the same architecture; ``model.arch`` builds any other
-(:class:`~crossformer_vision.CrossFormer` keyword arguments).
+``model.name`` is any registered model (the published variants and ``crossformer_micro``); ``model.arch``
+builds any other configuration (:class:`~crossformer_vision.CrossFormer` keyword arguments).
 """
 import copy
 import difflib
@@ -21,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import yaml
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from .variants import VARIANTS
+from .variants import MODELS, SMALL_VARIANTS
 
 __all__ = [
     "DEFAULTS",
@@ -34,31 +33,20 @@ __all__ = [
     "merge",
     "model_names",
     "resolve_config",
+    "resume_overridable",
+    "upgrade_config",
     "validate_config",
 ]
 
 Config = Dict[str, Any]
 
-#: Small configurations of the CrossFormer architecture that are not ImageNet variants.
-#: ``crossformer_micro`` is sized for 32x32 inputs: the stem's stride-4 cross-scale embedding turns a 32x32
-#: image into an 8x8 token map, the four stages see 8x8, 4x4, 2x2 and 1x1 maps; SDA groups are the whole
-#: map in stages 1-2 and LDA uses interval 2 in stage 1 (1.7M parameters, 8.6M multiply-accumulates).
-NAMED_CONFIGS: Dict[str, Dict[str, Any]] = {
-    "crossformer_micro": dict(
-        patch_size=(4, 8, 16, 32),
-        embed_dim=32,
-        depths=(1, 1, 2, 1),
-        num_heads=(1, 2, 4, 8),
-        group_size=(4, 4, 2, 1),
-        crs_interval=(2, 1, 1, 1),
-        merge_size=((2, 4), (2, 4), (2, 4)),
-    ),
-}
+#: Former name of :data:`crossformer_vision.variants.SMALL_VARIANTS` (registered models now), kept for one release.
+NAMED_CONFIGS = SMALL_VARIANTS
 
 #: Every recipe field with its default: the papers' ImageNet recipe for CrossFormer-S.
 DEFAULTS: Config = {
     "model": {
-        "name": "crossformer_small",  # registered variant, NAMED_CONFIGS entry, or a label for model.arch
+        "name": "crossformer_small",  # registered model (crossformer info), or a label for model.arch
         "arch": None,  # CrossFormer keyword arguments for an unregistered configuration
         "pretrained": None,  # weights to start from: official checkpoint or one of ours (.pth/.safetensors)
         "drop_path_rate": None,  # None: the variant's own
@@ -115,6 +103,7 @@ DEFAULTS: Config = {
         "name": "cosine",  # any timm.scheduler.create_scheduler_v2 name
         "warmup_epochs": 20,
         "warmup_prefix": False,  # False: warmup is part of train.epochs (official)
+        "max_warmup_fraction": 0.1,  # a short run warms up for at most this share of its length; null: as given
         "cooldown_epochs": 0,
         "per_iteration": True,  # update the lr after every optimizer step
     },
@@ -140,9 +129,30 @@ DEFAULTS: Config = {
     },
 }
 
-#: Fields ``--resume`` accepts new values for (where the data lives, how it is read and shown).
-RESUME_OVERRIDABLE = ("data.path", "data.workers", "data.verify", "train.device", "train.threads",
-                      "train.eval_batch_size", "log.progress", "log.tensorboard")
+#: Fields ``--resume`` accepts new values for: where the data lives and how it is read, the augmentation
+#: (a run that stopped on a bad augmentation can finish with another), the seed, and how the run is shown.
+#: The model, optimizer, schedule and batch cannot change: that would be a different run.
+RESUME_OVERRIDABLE = ("data.path", "data.workers", "data.verify", "aug.*", "train.seed", "train.device",
+                      "train.threads", "train.eval_batch_size", "log.progress", "log.tensorboard")
+
+#: Values that reproduce the behaviour of run folders written before a field existed (see :func:`upgrade_config`).
+_LEGACY_VALUES = {"sched.max_warmup_fraction": None}
+
+
+def resume_overridable(key: str, allowed: Sequence[str] = RESUME_OVERRIDABLE) -> bool:
+    """Whether ``--resume`` may change the field ``key`` (``section.*`` entries allow a whole section)."""
+    return key in allowed or f"{key.split('.')[0]}.*" in allowed
+
+
+def upgrade_config(saved: Mapping[str, Any]) -> Config:
+    """A run's saved recipe with the fields added since it was written (their old behaviour, or the default)."""
+    cfg = copy.deepcopy(dict(saved))
+    for section, fields in DEFAULTS.items():
+        target = cfg.setdefault(section, {})
+        for field, default in fields.items():
+            if field not in target:
+                target[field] = copy.deepcopy(_LEGACY_VALUES.get(f"{section}.{field}", default))
+    return cfg
 
 _CHOICES: Dict[str, Sequence[Any]] = {
     "data.dataset": ("folder", "digits"),
@@ -156,14 +166,14 @@ _CHOICES: Dict[str, Sequence[Any]] = {
     "train.best_metric": ("val_top1", "val_loss"),
     "log.tensorboard": ("auto", True, False),
 }
-_FLOAT_OR_NONE = ("model.drop_path_rate", "optim.layer_decay", "optim.clip_grad")
+_FLOAT_OR_NONE = ("model.drop_path_rate", "optim.layer_decay", "optim.clip_grad", "sched.max_warmup_fraction")
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 _POSITIVE = ("data.img_size", "train.epochs", "train.batch_size", "train.accum_steps", "optim.lr_base_batch")
 
 
 def model_names() -> List[str]:
-    """Names ``model.name`` accepts without ``model.arch``: registered variants, then :data:`NAMED_CONFIGS`."""
-    return list(VARIANTS) + list(NAMED_CONFIGS)
+    """Names ``model.name`` accepts without ``model.arch``: every registered model."""
+    return list(MODELS)
 
 
 def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> Config:
@@ -331,9 +341,16 @@ def validate_config(cfg: Config) -> Config:
     if train["batch_size"] % train["accum_steps"]:
         raise ValueError(f"train.batch_size ({train['batch_size']}) must be a multiple of train.accum_steps "
                          f"({train['accum_steps']})")
-    if cfg["sched"]["warmup_epochs"] > train["epochs"] and not cfg["sched"]["warmup_prefix"]:
-        raise ValueError(f"sched.warmup_epochs ({cfg['sched']['warmup_epochs']}) is longer than train.epochs "
-                         f"({train['epochs']}); lower it, e.g. sched.warmup_epochs=0")
+    sched = cfg["sched"]
+    if sched["warmup_epochs"] < 0:
+        raise ValueError(f"config sched.warmup_epochs must be >= 0, got {sched['warmup_epochs']!r}")
+    fraction = sched["max_warmup_fraction"]
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"config sched.max_warmup_fraction must be in [0, 1] or null, got {fraction!r}")
+    if sched["warmup_epochs"] > train["epochs"] and not sched["warmup_prefix"] and fraction is None:
+        raise ValueError(f"sched.warmup_epochs ({sched['warmup_epochs']}) is longer than train.epochs "
+                         f"({train['epochs']}) and sched.max_warmup_fraction is null; lower the warm-up or set "
+                         f"sched.max_warmup_fraction=0.1")
     return cfg
 
 

@@ -13,6 +13,7 @@ epoch, history), ``best.pth`` (weights of the epoch with the best ``train.best_m
 them, and so do :func:`crossformer_vision.load_checkpoint_file` and timm's ``pretrained_cfg_overlay=dict(file=...)``.
 """
 import contextlib
+import copy
 import itertools
 import json
 import math
@@ -29,10 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import engine
-from .data import DIGITS_CLASSES, build_dataset, build_transform, collate_skipped, find_images, load_image
+from .engine import describe_os_error
+from .data import (DIGITS_CLASSES, DataError, build_dataset, build_transform, collate_skipped, data_batches, find_images,
+                   load_image)
 from .model import CrossFormer
-from .recipes import DEFAULTS, NAMED_CONFIGS, RESUME_OVERRIDABLE, apply_overrides, resolve_config, validate_config
-from .variants import VARIANTS, create_model
+from .recipes import (DEFAULTS, RESUME_OVERRIDABLE, apply_overrides, resolve_config, resume_overridable,
+                      upgrade_config, validate_config)
+from .variants import MODELS, create_model
 from .weights import CheckpointError, convert_official_state_dict, load_checkpoint_file, load_state_dict_checked, unwrap_state_dict
 
 __all__ = [
@@ -62,30 +66,39 @@ class NonFiniteLossError(RuntimeError):
 def build_model(cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     """The recipe's model with ``num_classes`` outputs (``model`` and ``data.in_chans`` fields).
 
-    Registered variants come from timm (with their pretrained config); ``model.arch`` or a
-    :data:`~crossformer_vision.recipes.NAMED_CONFIGS` entry builds :class:`~crossformer_vision.CrossFormer`.
+    Registered models (:func:`crossformer_vision.list_models`) come from timm; ``model.arch`` builds
+    :class:`~crossformer_vision.CrossFormer` from its keyword arguments. Either way ``pretrained_cfg`` holds the
+    recipe's preprocessing (input size, crop, interpolation, mean, std) and class count.
 
     Raises:
         ValueError: unknown name, or ``model.arch`` with arguments CrossFormer does not take.
     """
-    m = cfg["model"]
-    kwargs: Dict[str, Any] = dict(num_classes=num_classes, in_chans=cfg["data"]["in_chans"], drop_rate=m["drop_rate"])
+    m, d = cfg["model"], cfg["data"]
+    kwargs: Dict[str, Any] = dict(num_classes=num_classes, in_chans=d["in_chans"], drop_rate=m["drop_rate"])
     if m["drop_path_rate"] is not None:
         kwargs["drop_path_rate"] = m["drop_path_rate"]
-    if m["arch"] is None and m["name"] in VARIANTS:
-        return create_model(m["name"], **kwargs)
-    arch = m["arch"] if m["arch"] is not None else NAMED_CONFIGS.get(m["name"])
-    if arch is None:
-        raise ValueError(f"unknown model {m['name']!r}: give a registered name or model.arch")
-    try:
-        model = CrossFormer(**{**arch, **kwargs})
-    except TypeError as err:
-        raise ValueError(f"model.arch of {m['name']!r} is not a CrossFormer configuration: {err}") from None
-    model.pretrained_cfg = dict(input_size=(cfg["data"]["in_chans"], cfg["data"]["img_size"], cfg["data"]["img_size"]),
-                                crop_pct=cfg["data"]["crop_pct"], interpolation=cfg["data"]["interpolation"],
-                                mean=tuple(cfg["data"]["mean"]), std=tuple(cfg["data"]["std"]),
-                                num_classes=num_classes, classifier="head.fc")
+    if m["arch"] is None:
+        model = create_model(m["name"], **kwargs)
+    else:
+        try:
+            model = CrossFormer(**{**m["arch"], **kwargs})
+        except TypeError as err:
+            raise ValueError(f"model.arch of {m['name']!r} is not a CrossFormer configuration: {err}") from None
+    model.pretrained_cfg = {**(getattr(model, "pretrained_cfg", None) or {}),
+                            "input_size": (d["in_chans"], d["img_size"], d["img_size"]), "crop_pct": d["crop_pct"],
+                            "interpolation": d["interpolation"], "mean": tuple(d["mean"]), "std": tuple(d["std"]),
+                            "num_classes": num_classes, "classifier": "head.fc"}
+    model.default_cfg = model.pretrained_cfg  # timm's older name for the same dict
     return model
+
+
+def _record_architecture(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """``cfg`` with ``model.arch`` written out for a registered model, so that a run's checkpoints rebuild their
+    model from what they hold, whatever later versions register under that name."""
+    if cfg["model"]["arch"] is None:
+        cfg = copy.deepcopy(cfg)
+        cfg["model"]["arch"] = _plain(MODELS[cfg["model"]["name"]])
+    return cfg
 
 
 def _plain(obj: Any) -> Any:
@@ -95,14 +108,6 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def _resolved_arch(cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """``cfg`` with ``model.arch`` written out for named configurations (so checkpoints rebuild themselves)."""
-    if cfg["model"]["arch"] is None and cfg["model"]["name"] in NAMED_CONFIGS:
-        cfg = json.loads(json.dumps(cfg))
-        cfg["model"]["arch"] = _plain(NAMED_CONFIGS[cfg["model"]["name"]])
-    return cfg
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -121,29 +126,29 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device,
     Returns:
         ``{"loss", "top1", "top5" (percent), "images", "skipped"}``; top-5 is over all classes when fewer than 5.
     """
-    from timm.utils import accuracy
-
     was_training = model.training
     model.eval()
     sums = engine.MetricSums(device)
     autocast = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda" else contextlib.nullcontext()
-    for images, targets, skipped in loader:
+    for images, targets, skipped in data_batches(loader):
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with autocast:
             logits = model(images)
         logits = logits.float()
-        top1, top5 = accuracy(logits, targets, topk=(1, min(5, logits.shape[1])))
         n = images.shape[0]
+        # counts of correct images, not float32 percentages per batch: exact, whatever the batches and ranks
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices.eq(targets[:, None])
         sums.add("loss", F.cross_entropy(logits, targets), count=n)
-        sums.add("top1", top1, count=n)
-        sums.add("top5", top5, count=n)
+        sums.add("top1", hits[:, :1].any(dim=1).sum(), mean=False)
+        sums.add("top5", hits.any(dim=1).sum(), mean=False)
         sums.add("skipped", float(skipped), mean=False)
     model.train(was_training)
     out = sums.reduce()
     if not out:
         return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "images": 0, "skipped": 0}
-    return {"loss": out["loss"], "top1": out["top1"], "top5": out["top5"], "images": int(out["loss_count"]),
-            "skipped": int(out["skipped"])}
+    images = int(out["loss_count"])
+    return {"loss": out["loss"], "top1": 100.0 * out["top1"] / images, "top5": 100.0 * out["top5"] / images,
+            "images": images, "skipped": int(out["skipped"])}
 
 
 def _eval_loader(dataset: Dataset, batch_size: int, workers: int, info: engine.DistInfo) -> DataLoader:
@@ -171,6 +176,10 @@ def _amp_dtype(cfg: Mapping[str, Any], device: torch.device) -> Optional[torch.d
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def _s(count: float) -> str:
+    return "" if count == 1 else "s"
+
+
 def _print(*args: Any) -> None:
     if engine.is_main_process():
         print(*args, flush=True)
@@ -187,23 +196,33 @@ def _resume_checkpoint_path(resume: Union[str, Path]) -> Path:
     return path
 
 
-def _read_training_checkpoint(path: Path, need_state: bool) -> Dict[str, Any]:
-    checkpoint = engine.load_state_file(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a crossformer training checkpoint (no '{CHECKPOINT_FORMAT}' format entry)")
-    if need_state and "optimizer" not in checkpoint:
-        raise ValueError(f"{path} holds weights only (a best.pth?); resume from the run's last.pth")
-    return checkpoint
+#: Entries of every classification checkpoint, and those only ``last.pth`` (resumable) has.
+_WEIGHT_KEYS = ("config", "classes", "model", "epoch", "best")
+_STATE_KEYS = ("optimizer", "scheduler", "scaler", "num_updates", "history", "rng")
+
+
+def _read_training_checkpoint(path: Path, need_state: bool, state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A classification checkpoint of ours from ``path`` (or ``state``, already read from it), checked: a ``last.pth``
+    when ``need_state`` (resumable), else any of the run's files."""
+    if state is None:
+        state = engine.load_state_file(path)
+    engine.check_state(state, path, CHECKPOINT_FORMAT, _WEIGHT_KEYS)
+    if need_state:
+        if "optimizer" not in state:
+            raise ValueError(f"{path} holds weights only (a best.pth?); resume from the run's last.pth")
+        engine.check_state(state, path, keys=_STATE_KEYS)
+    return state
 
 
 class _Trainer:
     """One classification run: everything is checked and built in ``__init__``, before the run folder exists."""
 
     def __init__(self, cfg: Dict[str, Any], info: engine.DistInfo, checkpoint: Optional[Dict[str, Any]],
-                 checkpoint_path: Optional[Path]) -> None:
+                 checkpoint_path: Optional[Path], changes: Sequence[str] = ()) -> None:
         from timm.data import Mixup
 
         self.cfg, self.info, self.device = cfg, info, info.device
+        self.changes = list(changes)  # fields a --resume changed, "key: old -> new"
         t = cfg["train"]
         if cfg["log"]["tensorboard"] is True and not engine.TensorBoardLogger.available():
             raise ValueError("log.tensorboard=true but tensorboard is not installed: pip install tensorboard, "
@@ -276,6 +295,8 @@ class _Trainer:
         # ---- state
         self.start_epoch, self.num_updates = 0, 0
         self.history: List[Dict[str, Any]] = []
+        self.resumes: List[Dict[str, Any]] = []  # every --resume that changed fields: {"epoch", "changes"}
+        self.saved = 0  # epochs in the run folder's last.pth
         self.best: Dict[str, Any] = {"epoch": None, "metric": t["best_metric"], "value": None}
         self.best_weights: Optional[Dict[str, torch.Tensor]] = None
         self.checkpoint = checkpoint
@@ -294,10 +315,18 @@ class _Trainer:
         except (KeyError, ValueError, RuntimeError) as err:
             raise ValueError(f"cannot resume from {path}: {err}") from None
         self.start_epoch, self.num_updates = checkpoint["epoch"], checkpoint["num_updates"]
+        self.saved = self.start_epoch
         self.history, self.best = list(checkpoint["history"]), dict(checkpoint["best"])
-        note = engine.resume_rng(checkpoint["rng"], self.info, self.cfg["train"]["seed"] + 1000 * self.start_epoch)
-        if note:
-            _print(note)
+        self.resumes = list(checkpoint.get("resumes", []))
+        if self.changes:
+            self.resumes.append({"epoch": self.start_epoch, "changes": self.changes})
+        reseed = self.cfg["train"]["seed"] + 1000 * self.start_epoch
+        if any(c.startswith("train.seed:") for c in self.changes):
+            engine.seed_everything(reseed + self.info.rank)  # a new seed: new random streams from here on
+        else:
+            note = engine.resume_rng(checkpoint["rng"], self.info, reseed)
+            if note:
+                _print(note)
 
     def _state(self, full: bool, epoch: int) -> Dict[str, Any]:
         state: Dict[str, Any] = {
@@ -314,7 +343,8 @@ class _Trainer:
         }
         if full:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         scaler=self.scaler.state_dict(), history=self.history, world_size=self.info.world_size)
+                         scaler=self.scaler.state_dict(), history=self.history, world_size=self.info.world_size,
+                         resumes=self.resumes)
         return state
 
     # -------------------------------------------------------------------------------------- one epoch
@@ -330,7 +360,7 @@ class _Trainer:
         self.progress = engine.Progress(steps, f"epoch {epoch + 1}/{self.epochs}", self.cfg["log"]["progress"])
         start, seen = time.perf_counter(), 0
         self.optimizer.zero_grad(set_to_none=True)
-        for step, (images, targets, skipped) in enumerate(itertools.islice(self.train_loader, steps)):
+        for step, (images, targets, skipped) in enumerate(itertools.islice(data_batches(self.train_loader), steps)):
             images, targets = images.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
             if self.mixup is not None:
                 images, targets = self.mixup(images, targets)
@@ -390,7 +420,8 @@ class _Trainer:
             if self.checkpoint is not None:
                 guard.keep()
             if is_main:
-                engine.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(self.cfg), sort_keys=False))
+                engine.remove_stale_temp_files(run_dir)
+                engine.write_config(run_dir / "config.yaml", _plain(self.cfg), self.resumes)
                 if self.history:
                     engine.write_csv(run_dir / "metrics.csv", self.history)
             self._print_header(created)
@@ -431,6 +462,11 @@ class _Trainer:
                          if not guard.armed else "; no epoch had finished, so no run folder was kept")
                 raise NonFiniteLossError(f"{err}{where}. Lower optim.lr, keep optim.clip_grad, or use train.amp=bf16, "
                                          f"then start again or --resume") from None
+            except DataError as err:
+                raise DataError(f"{err}{engine.stopped_note(run_dir, guard, self.saved, 'epoch')}") from None
+            except OSError as err:  # a full disk or a folder gone read-only while writing checkpoints or logs
+                raise ValueError(f"the run stopped: {describe_os_error(err)}"
+                                 f"{engine.stopped_note(run_dir, guard, self.saved, 'epoch')}") from None
             finally:
                 tb.close()
         return self._finish(prior_time + time.perf_counter() - wall)
@@ -455,6 +491,7 @@ class _Trainer:
         engine.atomic_save(state, self.run_dir / "last.pth")
         if improved:
             engine.atomic_save(self._state(full=False, epoch=epoch), self.run_dir / "best.pth")
+        self.saved = epoch
 
     def _print_header(self, created: bool) -> None:
         from .flops import count_params
@@ -478,10 +515,24 @@ class _Trainer:
             device += f" ({self.threads} thread{'s' if self.threads > 1 else ''})"
         processes = f"{self.info.world_size} process{'es' if self.info.world_size > 1 else ''}"
         extras = (", EMA" if self.ema is not None else "") + (", compiled" if c["train"]["compile"] else "")
-        _print(f"  {self.epochs} epochs x {self.updates_per_epoch} steps, global batch {c['train']['batch_size']} "
+        _print(f"  {self.epochs} epoch{_s(self.epochs)} x {self.updates_per_epoch} step{_s(self.updates_per_epoch)}, global batch {c['train']['batch_size']} "
                f"({processes} x {self.micro_batch} x {c['train']['accum_steps']} accumulation), "
                f"{c['optim']['opt']} lr {self.lr:.3g}, {device}, amp {amp}{extras}")
+        _print(f"  schedule: {self._schedule_text()}")
+        for change in self.changes:
+            _print(f"  changed on resume: {change} (recorded in config.yaml)")
         _print(f"  run folder: {self.run_dir}")
+
+    def _schedule_text(self) -> str:
+        c, scale = self.cfg, lr_scale(self.cfg)
+        warmup, note = warmup_epochs(c)
+        steps = math.ceil(warmup * self.updates_per_epoch) if c["sched"]["per_iteration"] else None
+        text = f"{c['sched']['name']}"
+        if warmup > 0:
+            text += (f", warm-up {warmup:g} epoch{'s' if warmup != 1 else ''}"
+                     f"{f' ({steps} step{_s(steps)})' if steps is not None else ''} from {c['optim']['warmup_lr'] * scale:.3g}")
+        text += f", peak lr {self.lr:.3g}, down to {c['optim']['min_lr'] * scale:.3g}"
+        return text + (f"; {note}" if note else "")
 
     def _finish(self, elapsed: float) -> Dict[str, Any]:
         last_test = None
@@ -551,8 +602,29 @@ def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.Opt
                                momentum=o["momentum"], betas=tuple(o["betas"]), eps=o["eps"], layer_decay=o["layer_decay"])
 
 
+def warmup_epochs(cfg: Mapping[str, Any]) -> Tuple[float, str]:
+    """The warm-up this run gets, in epochs, and a note when it differs from the recipe's ``sched.warmup_epochs``.
+
+    A run shorter than the recipe expects (``--epochs 1``, ``2``, ``5`` with a 3-epoch warm-up) would spend
+    most or all of its steps warming up and then, because the cosine counts the warm-up inside its cycle,
+    drop far below the peak at once. So the warm-up is capped at ``sched.max_warmup_fraction`` of the run
+    (10% by default; the papers' 20 of 300 epochs and the shipped recipes stay as they are).
+    """
+    s, epochs = cfg["sched"], cfg["train"]["epochs"]
+    asked = float(s["warmup_epochs"])
+    fraction = s.get("max_warmup_fraction")
+    if fraction is None or s["warmup_prefix"] or asked <= fraction * epochs:
+        return asked, ""
+    capped = fraction * epochs
+    return capped, (f"the recipe's {s['warmup_epochs']:g}-epoch warm-up capped at {100 * fraction:g}% of this "
+                    f"{epochs}-epoch run (sched.max_warmup_fraction)")
+
+
 def build_scheduler(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Tuple[Any, int]:
     """timm's scheduler for the recipe's ``sched`` section (warmup and minimum lr scaled like the lr).
+
+    The warm-up is :func:`warmup_epochs` (capped for short runs); it is linear from ``optim.warmup_lr`` to the
+    peak, then the cosine (or other timm schedule) runs down to ``optim.min_lr`` at the end of the run.
 
     Returns:
         ``(scheduler, epochs)``: call ``scheduler.step_update(num_updates)`` after every optimizer step and
@@ -562,9 +634,10 @@ def build_scheduler(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, up
 
     o, s = cfg["optim"], cfg["sched"]
     scale = lr_scale(cfg)
+    warmup, _ = warmup_epochs(cfg)
     try:
         return create_scheduler_v2(
-            optimizer, sched=s["name"], num_epochs=cfg["train"]["epochs"], warmup_epochs=s["warmup_epochs"],
+            optimizer, sched=s["name"], num_epochs=cfg["train"]["epochs"], warmup_epochs=warmup,
             warmup_lr=o["warmup_lr"] * scale, min_lr=o["min_lr"] * scale, warmup_prefix=s["warmup_prefix"],
             cooldown_epochs=s["cooldown_epochs"], step_on_epochs=not s["per_iteration"],
             updates_per_epoch=updates_per_epoch)
@@ -583,14 +656,23 @@ def build_criterion(aug: Mapping[str, Any], mixup: bool) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def _resume_config(saved: Mapping[str, Any], overrides: Union[Sequence[str], Mapping[str, Any]]) -> Dict[str, Any]:
+def _resume_config(saved: Mapping[str, Any], overrides: Union[Sequence[str], Mapping[str, Any]]
+                   ) -> Tuple[Dict[str, Any], List[str]]:
+    """The saved recipe with the ``--resume`` overrides applied, and one note per changed field."""
+    saved = upgrade_config(saved)
     changed = apply_overrides(saved, overrides)
     different = [f"{s}.{k}" for s in changed for k in changed[s] if changed[s][k] != saved[s][k]]
-    refused = [k for k in different if k not in RESUME_OVERRIDABLE]
+    refused = [k for k in different if not resume_overridable(k)]
     if refused:
         raise ValueError(f"--resume continues a run with its own recipe; {', '.join(refused)} cannot change "
                          f"(only {', '.join(RESUME_OVERRIDABLE)} can). Start a new run with model.pretrained=RUN/last.pth instead")
-    return validate_config(changed)
+    notes = [f"{k}: {_show(saved, k)} -> {_show(changed, k)}" for k in different]
+    return validate_config(changed), notes
+
+
+def _show(cfg: Mapping[str, Any], key: str) -> str:
+    section, field = key.split(".", 1)
+    return yaml.safe_dump(cfg[section][field], default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _run_name(cfg: Mapping[str, Any]) -> str:
@@ -622,14 +704,14 @@ def train(config: Union[str, Path, Mapping[str, Any], None] = "digits",
     if resume is not None:
         checkpoint_path = _resume_checkpoint_path(resume)
         checkpoint = _read_training_checkpoint(checkpoint_path, need_state=True)
-        cfg = _resume_config(checkpoint["config"], overrides)
+        cfg, changes = _resume_config(checkpoint["config"], overrides)
     else:
-        cfg = _resolved_arch(resolve_config(config, overrides))
+        cfg, changes = _record_architecture(resolve_config(config, overrides)), []
     owns_group = not (dist.is_available() and dist.is_initialized())
     threads = torch.get_num_threads()
     info = engine.init_distributed(cfg["train"]["device"])
     try:
-        trainer = _Trainer(cfg, info, checkpoint, checkpoint_path)
+        trainer = _Trainer(cfg, info, checkpoint, checkpoint_path, changes)
         if checkpoint_path is not None:
             return trainer.run(checkpoint_path.parent, created=False)
         return trainer.run(engine.create_run_dir(cfg["log"]["output"], _run_name(cfg)), created=True)
@@ -681,7 +763,8 @@ def load_for_inference(checkpoint: Union[str, Path], model_name: Optional[str] =
     path = _inference_path(checkpoint)
     raw = load_checkpoint_file(path)
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
-        cfg = raw["config"]
+        raw = _read_training_checkpoint(path, need_state=False, state=raw)
+        cfg = upgrade_config(raw["config"])
         if model_name is not None and model_name != cfg["model"]["name"]:
             raise CheckpointError(f"{path} is a {cfg['model']['name']} run, not {model_name}; leave out --model")
         classes = list(raw["classes"])
@@ -825,7 +908,7 @@ def predict(checkpoint: Union[str, Path], images: Sequence[Union[str, Path]], to
             try:
                 batch.append(transform(load_image(path, mode)))
                 names.append(path)
-            except (OSError, ValueError, SyntaxError) as err:
+            except Exception as err:  # decoders raise OSError, ValueError, SyntaxError, struct.error...
                 skipped.append({"file": str(path), "error": f"{type(err).__name__}: {err}"})
         if not batch:
             continue

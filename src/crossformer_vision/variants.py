@@ -20,7 +20,7 @@ from .weights import (
     unwrap_state_dict,
 )
 
-__all__ = ["VARIANTS", "PAPER", "PAPER_ABLATION_S", "create_model", "list_models"]
+__all__ = ["MODELS", "PAPER", "PAPER_ABLATION_S", "SMALL_VARIANTS", "VARIANTS", "create_model", "list_models"]
 
 _logger = logging.getLogger(__name__)
 
@@ -38,6 +38,25 @@ VARIANTS: Dict[str, Dict[str, Any]] = {
     "crossformerpp_large": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5, **_CROSSFORMER_PP),
     "crossformerpp_huge": dict(embed_dim=128, depths=(6, 6, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.5, **_CROSSFORMER_PP),
 }
+
+#: Small configurations of the same architecture that no paper trained, registered like the variants (for the
+#: demo, tests and laptops). ``crossformer_micro``: the stem's stride 4 turns a 32x32 image into an 8x8 token map,
+#: the four stages see 8x8, 4x4, 2x2 and 1x1 maps; SDA groups are the whole map in stages 1-2 and LDA uses
+#: interval 2 in stage 1 (1.7M parameters, 8.6M multiply-accumulates at 32x32).
+SMALL_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "crossformer_micro": dict(
+        patch_size=(4, 8, 16, 32),
+        embed_dim=32,
+        depths=(1, 1, 2, 1),
+        num_heads=(1, 2, 4, 8),
+        group_size=(4, 4, 2, 1),
+        crs_interval=(2, 1, 1, 1),
+        merge_size=((2, 4), (2, 4), (2, 4)),
+    ),
+}
+
+#: Every registered model: the published variants, then the small ones.
+MODELS: Dict[str, Dict[str, Any]] = {**VARIANTS, **SMALL_VARIANTS}
 
 #: The papers' ImageNet-1K figures at 224x224: parameters, GFLOPs (multiply-accumulates), top-1 accuracy,
 #: the exact parameter count of the official code with 1000 classes, and fvcore's count on the official code.
@@ -90,6 +109,9 @@ default_cfgs = generate_default_cfgs(
         "crossformerpp_base.in1k": _cfg(paper_ids="arXiv:2303.06908"),
         "crossformerpp_large.in1k": _cfg(paper_ids="arXiv:2303.06908"),
         "crossformerpp_huge.in1k": _cfg(paper_ids="arXiv:2303.06908"),
+        # no weights anywhere: a configuration for 32x32 inputs (the digits demo trains it in a minute on a CPU)
+        "crossformer_micro.untrained": _cfg(input_size=(3, 32, 32), pool_size=(1, 1), crop_pct=1.0,
+                                           origin_url=None, custom_load=False),
     }
 )
 
@@ -133,7 +155,7 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CrossForme
         # files go through CrossFormer.load_pretrained (safe reader, official layouts, head/in_chans adaptation);
         # recent timm resets custom_load when an overlay names a source unless it is set explicitly
         kwargs["pretrained_cfg_overlay"] = {"custom_load": True, **overlay}
-    model_args = {**VARIANTS[variant], **kwargs}
+    model_args = {**MODELS[variant], **kwargs}
     return build_model_with_cfg(
         CrossFormer,
         variant,
@@ -192,9 +214,15 @@ def crossformerpp_huge(pretrained: bool = False, **kwargs: Any) -> CrossFormer:
     return _create("crossformerpp_huge", pretrained, **kwargs)
 
 
-def list_models() -> List[str]:
-    """Names of the registered variants, CrossFormer first."""
-    return list(VARIANTS)
+@register_model
+def crossformer_micro(pretrained: bool = False, **kwargs: Any) -> CrossFormer:
+    """CrossFormer-micro: a 1.7M-parameter configuration for 32x32 inputs (no published weights)."""
+    return _create("crossformer_micro", pretrained, **kwargs)
+
+
+def list_models(small: bool = False) -> List[str]:
+    """Names of the published variants, CrossFormer first; with ``small``, also :data:`SMALL_VARIANTS`."""
+    return list(MODELS if small else VARIANTS)
 
 
 def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[str] = None, **kwargs: Any) -> CrossFormer:
@@ -209,11 +237,13 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[
     """
     import timm
 
+    if not isinstance(name, str):
+        raise TypeError(f"the model name must be a string such as 'crossformer_small', got {name!r}")
     base = name.split(".")[0]
-    if base not in VARIANTS:
-        close = difflib.get_close_matches(base, list(VARIANTS), n=3, cutoff=0.5)
+    if base not in MODELS:
+        close = difflib.get_close_matches(base, list(MODELS), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} Available: {', '.join(VARIANTS)}")
+        raise ValueError(f"unknown model {name!r}{hint} Available: {', '.join(MODELS)}")
     if pretrained and checkpoint_path is None:
         raise ValueError(
             f"pretrained=True needs checkpoint_path: official weights are not downloadable here; get them from "

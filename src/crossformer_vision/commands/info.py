@@ -2,7 +2,8 @@
 import argparse
 import json
 
-from .. import PAPER, VARIANTS, count_macs, count_params, create_model
+from .. import PAPER, count_macs, count_params, create_model
+from ..variants import MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,22 +22,23 @@ def run(args: argparse.Namespace) -> int:
     size = (3, args.img_size, args.img_size)
     if args.name is None:
         print(f"{'model':22s} {'params':>12s} {'GFLOPs':>8s}  {'paper top-1':>11s}")
-        for name in VARIANTS:
+        for name in MODELS:
             model = create_model(name)
-            print(f"{name:22s} {count_params(model):>12,d} {count_macs(model, size) / 1e9:8.2f}  "
-                  f"{PAPER[name]['top1']:>10.1f}%")
+            top1 = f"{PAPER[name]['top1']:>10.1f}%" if name in PAPER else f"{'-':>11s}"
+            print(f"{name:22s} {count_params(model):>12,d} {count_macs(model, size) / 1e9:8.2f}  {top1}")
         return 0
     model = create_model(args.name)
+    base = args.name.split(".")[0]
     cfg = {k: v for k, v in model.pretrained_cfg.items() if v is not None}
     info = {
         "name": args.name,
-        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[args.name.split(".")[0]].items()},
+        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in MODELS[base].items()},
         "params": count_params(model),
         "gflops": round(count_macs(model, size) / 1e9, 3),
         "input_size": list(size),
         "feature_info": model.feature_info,
         "pretrained_cfg": cfg,
-        "paper": PAPER[args.name.split(".")[0]],
+        "paper": PAPER.get(base),
     }
     print(json.dumps(info, indent=2, default=str))
     return 0

@@ -20,7 +20,9 @@ import io
 import json
 import logging
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -33,6 +35,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..data import UnreadableError
+from ..data import load_image as read_image
 from ..weights import PathLike
 
 __all__ = [
@@ -61,10 +65,31 @@ def _listing(items: Sequence[Any]) -> str:
 
 
 def load_image(path: PathLike) -> tv_tensors.Image:
-    """An image file as a float ``(3, H, W)`` tensor in [0, 1] (RGB; grey and palette images converted)."""
-    with Image.open(path) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    """An image file as a float ``(3, H, W)`` tensor in [0, 1], converted to RGB by
+    :func:`crossformer_vision.data.to_mode` (grey, palette, CMYK, 16-bit and float images scaled properly)."""
+    array = np.asarray(read_image(path, "RGB"), dtype=np.uint8)
     return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0))
+
+
+def _load_or_unreadable(path: Path, load: Callable[[Path], Any]) -> Any:
+    """``load(path)``; a decoding failure becomes :class:`~crossformer_vision.data.UnreadableError` (skipped and counted)."""
+    try:
+        return load(path)
+    except Exception as err:  # decoders raise OSError, ValueError, SyntaxError, struct.error...
+        raise UnreadableError(path, err) from None
+
+
+def _image_headers(paths: Sequence[Path]) -> List[Any]:
+    """``(width, height)`` from each file's header, or the reason it cannot be read (a str); threaded, nothing decoded."""
+    def header(path: Path) -> Any:
+        try:
+            with Image.open(path) as img:
+                return img.size
+        except Exception as err:  # decoders raise many kinds of errors for damaged files
+            return f"{type(err).__name__}: {err}"
+
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 4)) as pool:
+        return list(pool.map(header, paths))
 
 
 # ---------------------------------------------------------------------------------------------- COCO
@@ -112,6 +137,7 @@ class CocoInstances(Dataset):
         transforms: Optional[Callable[[Any, Dict[str, Any]], Tuple[Any, Dict[str, Any]]]] = None,
         skip_missing_images: bool = False,
         skip_empty_images: bool = False,
+        check_files: bool = True,
     ) -> None:
         from pycocotools.coco import COCO
 
@@ -122,10 +148,13 @@ class CocoInstances(Dataset):
         data = self._read_json()
         images, categories, annotations = self._check_structure(data)
         self.issues: Dict[str, List[int]] = {
-            k: [] for k in ("missing_image", "empty_image", "zero_area_box", "box_outside_image", "empty_mask",
-                            "clipped_box", "crowd")
+            k: [] for k in ("missing_image", "unreadable_image", "empty_image", "zero_area_box", "box_outside_image",
+                            "empty_mask", "clipped_box", "crowd")
         }
         images = self._check_files(images, skip_missing_images)
+        self.skipped: List[Tuple[str, str]] = []  # (file, reason) of images whose header cannot be read
+        if check_files:
+            images = self._check_headers(images)
         kept_ids = {img["id"] for img in images}
         annotations = [a for a in annotations if a["image_id"] in kept_ids]
         annotations = self._clean_annotations(annotations, {img["id"]: img for img in images})
@@ -242,6 +271,23 @@ class CocoInstances(Dataset):
         missing_ids = set(self.issues["missing_image"])
         return [img for img in images if img["id"] not in missing_ids]
 
+    def _check_headers(self, images: List[Dict]) -> List[Dict]:
+        """Read every image's header: unreadable files are dropped (counted in ``issues``, like a classification
+        folder's), a size that differs from the json's ``width``/``height`` is an error (boxes and masks are
+        relative to the real image), both before anything trains."""
+        headers = _image_headers([self.image_dir / img["file_name"] for img in images])
+        self.skipped = [(str(self.image_dir / img["file_name"]), h) for img, h in zip(images, headers) if isinstance(h, str)]
+        wrong = [f"{img['file_name']} is {h[0]}x{h[1]}, json {img['width']}x{img['height']}" for img, h in zip(images, headers)
+                 if not isinstance(h, str) and tuple(h) != (img["width"], img["height"])]
+        if wrong:
+            raise ValueError(
+                f"{len(wrong)} images in {self.image_dir} differ in size from what {self.ann_file} says (width x height): "
+                f"{_listing(wrong)}. Fix the json's width/height (boxes and masks are relative to the real image)"
+            )
+        self.issues["unreadable_image"] = [img["id"] for img, h in zip(images, headers) if isinstance(h, str)]
+        bad = set(self.issues["unreadable_image"])
+        return [img for img in images if img["id"] not in bad]
+
     def _clean_annotations(self, annotations: List[Dict], images: Mapping[int, Dict]) -> List[Dict]:
         from pycocotools import mask as mask_utils
 
@@ -320,12 +366,12 @@ class CocoInstances(Dataset):
 
     def _dropped_summary(self) -> str:
         parts = [f"{len(v)} {k.replace('_', ' ')}" for k, v in self.issues.items()
-                 if v and k in ("missing_image", "zero_area_box", "box_outside_image", "empty_mask")]
+                 if v and k in ("missing_image", "unreadable_image", "zero_area_box", "box_outside_image", "empty_mask")]
         return ", ".join(parts) or "none dropped"
 
     def _log_issues(self) -> None:
         dropped = {k: len(v) for k, v in self.issues.items()
-                   if v and k in ("missing_image", "zero_area_box", "box_outside_image", "empty_mask")}
+                   if v and k in ("missing_image", "unreadable_image", "zero_area_box", "box_outside_image", "empty_mask")}
         if dropped:
             _logger.warning("%s: dropped %s (ids in .issues)", self.ann_file, self._dropped_summary())
         for key in ("clipped_box", "crowd", "empty_image"):
@@ -345,7 +391,7 @@ class CocoInstances(Dataset):
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         path = self.image_path(index)
-        image = load_image(path)
+        image = _load_or_unreadable(path, load_image)
         height, width = image.shape[-2:]
         if (height, width) != (info["height"], info["width"]):
             raise ValueError(
@@ -380,6 +426,15 @@ class CocoInstances(Dataset):
 
 
 # ---------------------------------------------------------------------------------------------- semantic
+_LABEL_MODES = ("L", "P", "I", "I;16", "1")
+
+
+def _decode_label(path: Path) -> Tuple[str, np.ndarray]:
+    """A label file's mode and pixels as stored (int64 ``(H, W)``; other modes give their raw array)."""
+    with Image.open(path) as img:
+        return img.mode, np.asarray(img, dtype=np.int64).copy()
+
+
 class SegmentationFolder(Dataset):
     """Semantic segmentation from an image folder and a folder of label PNGs with the same names.
 
@@ -441,12 +496,22 @@ class SegmentationFolder(Dataset):
                 f"{len(unlabelled)} images in {self.image_dir} have no label PNG of the same name in {self.label_dir}: "
                 f"{_listing(unlabelled)}. Add the labels or remove those images"
             )
+        self.skipped: List[Tuple[str, str]] = []  # (file, reason) of pairs whose image or label header is unreadable
         if check_sizes:
-            mismatched = []
-            for img, label in self.samples:
-                with Image.open(img) as a, Image.open(label) as b:
-                    if a.size != b.size:
-                        mismatched.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {label.name} {b.size[0]}x{b.size[1]}")
+            image_sizes = _image_headers([img for img, _ in self.samples])
+            label_sizes = _image_headers([label for _, label in self.samples])
+            mismatched, kept = [], []
+            for (img, label), a, b in zip(self.samples, image_sizes, label_sizes):
+                if isinstance(a, str) or isinstance(b, str):
+                    self.skipped.append((str(img if isinstance(a, str) else label), a if isinstance(a, str) else b))
+                    continue
+                kept.append((img, label))
+                if a != b:
+                    mismatched.append(f"{img.name} {a[0]}x{a[1]} vs {label.name} {b[0]}x{b[1]}")
+            if not kept:
+                raise ValueError(f"none of the {len(self.samples)} image/label pairs in {self.image_dir} can be read "
+                                 f"(e.g. {self.skipped[0][0]}: {self.skipped[0][1]})")
+            self.samples = kept
             if mismatched:
                 raise ValueError(
                     f"{len(mismatched)} label PNGs in {self.label_dir} differ in size from their images (width x height): "
@@ -459,14 +524,16 @@ class SegmentationFolder(Dataset):
 
     def load_label(self, index: int) -> np.ndarray:
         """Label map ``(H, W)`` int64 of sample ``index`` after ``reduce_zero_label``, validated."""
-        image_path, path = self.samples[index]
-        with Image.open(path) as img:
-            if img.mode not in ("L", "P", "I", "I;16", "1"):
-                raise ValueError(
-                    f"{path} is a {img.mode} image; label PNGs must hold one class index per pixel (mode L, P or 16-bit). "
-                    "Convert colour-coded labels to class indices first"
-                )
-            label = np.asarray(img, dtype=np.int64).copy()
+        path = self.samples[index][1]
+        mode, label = _decode_label(path)
+        return self._check_label(mode, label, path)
+
+    def _check_label(self, mode: str, label: np.ndarray, path: Path) -> np.ndarray:
+        if mode not in _LABEL_MODES:
+            raise ValueError(
+                f"{path} is a {mode} image; label PNGs must hold one class index per pixel (mode L, P or 16-bit). "
+                "Convert colour-coded labels to class indices first"
+            )
         if self.reduce_zero_label:
             ignored = (label == 0) | (label == self.ignore_index)
             label = label - 1
@@ -483,8 +550,8 @@ class SegmentationFolder(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
         image_path, label_path = self.samples[index]
-        image = load_image(image_path)
-        label = self.load_label(index)
+        image = _load_or_unreadable(image_path, load_image)
+        label = self._check_label(*_load_or_unreadable(label_path, _decode_label), label_path)
         if tuple(image.shape[-2:]) != label.shape:
             raise ValueError(
                 f"{label_path} is {label.shape[1]}x{label.shape[0]} but {image_path} is {image.shape[2]}x{image.shape[1]} "

@@ -101,8 +101,10 @@ _FREE_FORM = ("model", "paper")
 _FREE_FIELDS = ("data.train", "data.val", "data.synthetic")
 
 #: Fields ``--resume`` accepts new values for.
-RESUME_OVERRIDABLE = ("data.root", "data.train", "data.val", "data.workers", "data.check_labels", "train.device",
-                      "train.threads", "eval.batch_size", "log.progress", "log.tensorboard")
+RESUME_OVERRIDABLE = ("data.root", "data.train", "data.val", "data.workers", "data.check_labels",
+                      "data.skip_missing_images", "data.hflip", "data.photometric", "data.short_side_range",
+                      "data.crop_size", "train.seed", "train.device", "train.threads", "eval.batch_size",
+                      "log.progress", "log.tensorboard")
 
 _CHOICES: Dict[str, Sequence[Any]] = {
     "task": ("detection", "segmentation"),

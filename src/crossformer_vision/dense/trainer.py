@@ -35,8 +35,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import engine
-from ..data import find_images
+from ..data import CollateSkipped, DataError, SkipUnreadable, data_batches, find_images
+from ..engine import describe_os_error
 from ..trainer import NonFiniteLossError, _amp_dtype, _inference_path, _plain, _print, _resume_checkpoint_path
+from ..recipes import resume_overridable
 from ..weights import CheckpointError, load_checkpoint_file, load_state_dict_checked
 from .recipes import RESUME_OVERRIDABLE, apply_dense_overrides, resolve_dense_config, validate_dense_config
 
@@ -185,8 +187,10 @@ class _Task:
         self.synthetic = prepare_synthetic(cfg) if cfg["data"]["format"] == "synthetic" else None
 
     def eval_loader(self, dataset: Dataset, batch_size: int, workers: int, info: engine.DistInfo) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=engine.ShardSampler(len(dataset), info.rank, info.world_size),
-                          num_workers=workers, collate_fn=self.collate)
+        """Batches ``(batch or None, skipped)``: an unreadable image is left out of the evaluation, never repeated."""
+        return DataLoader(SkipUnreadable(dataset, replace=False), batch_size=batch_size, num_workers=workers,
+                          sampler=engine.ShardSampler(len(dataset), info.rank, info.world_size),
+                          collate_fn=CollateSkipped(self.collate))
 
 
 class _Detection(_Task):
@@ -245,8 +249,11 @@ class _Detection(_Task):
 
         was_training = model.training
         model.eval()
-        evaluator = CocoEvaluator.from_dataset(loader.dataset)
-        for images, targets in loader:
+        evaluator = CocoEvaluator.from_dataset(loader.dataset.dataset)
+        for batch, _ in data_batches(loader):
+            if batch is None:  # every image of the batch was unreadable
+                continue
+            images, targets = batch
             outputs = model([image.to(device) for image in images])
             evaluator.update([t["image_id"] for t in targets], [{k: v.cpu() for k, v in o.items()} for o in outputs])
         model.train(was_training)
@@ -318,10 +325,13 @@ class _Segmentation(_Task):
     def evaluate(self, model: nn.Module, loader: DataLoader, device: torch.device) -> Dict[str, Any]:
         from .metrics import SegmentationEvaluator
 
-        dataset = loader.dataset
+        dataset = loader.dataset.dataset
         evaluator = SegmentationEvaluator(dataset.num_classes, dataset.ignore_index, dataset.class_names)
         d = self.cfg["data"]
-        for images, labels in loader:
+        for batch, _ in data_batches(loader):
+            if batch is None:
+                continue
+            images, labels = batch
             evaluator.update(model.predict(images.to(device), d["test_short_side"], d["test_max_long_side"]), labels)
         evaluator.confusion = engine.all_reduce_sum(evaluator.confusion)
         out = evaluator.compute()
@@ -390,20 +400,32 @@ def build_scheduler(cfg: Mapping[str, Any], optimizer: torch.optim.Optimizer, to
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
-def _read_checkpoint(path: Path, task: str, need_state: bool) -> Dict[str, Any]:
-    checkpoint = engine.load_state_file(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a crossformer detection/segmentation training checkpoint (no "
-                         f"'{CHECKPOINT_FORMAT}' format entry)")
-    if checkpoint["config"]["task"] != task:
-        raise ValueError(f"{path} is a {checkpoint['config']['task']} run ({checkpoint['config']['model']['arch']}); "
-                         f"use `crossformer {_COMMAND[checkpoint['config']['task']]}` for it")
-    if need_state and "optimizer" not in checkpoint:
-        raise ValueError(f"{path} holds weights only (a best.pth?); resume from the run's last.pth")
-    return checkpoint
+#: Entries of every detection/segmentation checkpoint, and those only ``last.pth`` (resumable) has.
+_WEIGHT_KEYS = ("config", "build_config", "class_names", "model", "round", "best")
+_STATE_KEYS = ("optimizer", "scheduler", "scaler", "num_updates", "history", "rng")
 
 
-def _resume_config(saved: Mapping[str, Any], overrides: Union[Sequence[str], Mapping[str, Any]]) -> Dict[str, Any]:
+def _read_checkpoint(path: Path, task: str, need_state: bool, state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """A dense checkpoint of ours for ``task`` from ``path`` (or ``state``, already read from it), checked."""
+    if state is None:
+        state = engine.load_state_file(path)
+    engine.check_state(state, path, CHECKPOINT_FORMAT, _WEIGHT_KEYS)
+    saved_task = state["config"].get("task") if isinstance(state["config"], Mapping) else None
+    if saved_task != task:
+        if saved_task not in _COMMAND:
+            raise ValueError(f"{path} has no valid task in its config: it is damaged or from an incompatible version")
+        raise ValueError(f"{path} is a {saved_task} run ({state['config']['model'].get('arch')}); "
+                         f"use `crossformer {_COMMAND[saved_task]}` for it")
+    if need_state:
+        if "optimizer" not in state:
+            raise ValueError(f"{path} holds weights only (a best.pth?); resume from the run's last.pth")
+        engine.check_state(state, path, keys=_STATE_KEYS)
+    return state
+
+
+def _resume_config(saved: Mapping[str, Any], overrides: Union[Sequence[str], Mapping[str, Any]]
+                   ) -> Tuple[Dict[str, Any], List[str]]:
+    """The saved recipe with the ``--resume`` overrides applied, and one note per changed field."""
     changed = apply_dense_overrides(saved, overrides)
     different = []
     for section, value in changed.items():
@@ -411,19 +433,31 @@ def _resume_config(saved: Mapping[str, Any], overrides: Union[Sequence[str], Map
             different += [f"{section}.{k}" for k, v in value.items() if v != saved[section].get(k)]
         elif value != saved.get(section):
             different.append(section)
-    refused = [k for k in different if k not in RESUME_OVERRIDABLE]
+    refused = [k for k in different if not resume_overridable(k, RESUME_OVERRIDABLE)]
     if refused:
         raise ValueError(f"--resume continues a run with its own recipe; {', '.join(refused)} cannot change (only "
                          f"{', '.join(RESUME_OVERRIDABLE)} can). Start a new run with weights=RUN/last.pth instead")
-    return validate_dense_config(changed)
+    notes = [f"{k}: {_show(saved, k)} -> {_show(changed, k)}" for k in different]
+    return validate_dense_config(changed), notes
+
+
+def _show(cfg: Mapping[str, Any], key: str) -> str:
+    node: Any = cfg
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return yaml.safe_dump(node, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 # ---------------------------------------------------------------------------------------------- training
 class _Trainer:
     """One run: everything is checked and built in ``__init__``, before the run folder exists."""
 
-    def __init__(self, cfg: Dict[str, Any], info: engine.DistInfo, checkpoint: Optional[Dict[str, Any]]) -> None:
+    def __init__(self, cfg: Dict[str, Any], info: engine.DistInfo, checkpoint: Optional[Dict[str, Any]],
+                 changes: Sequence[str] = ()) -> None:
         self.cfg, self.info, self.device = cfg, info, info.device
+        self.changes = list(changes)  # fields a --resume changed, "key: old -> new"
+        self.resumes: List[Dict[str, Any]] = []  # every --resume that changed fields: {"epoch", "changes"}
+        self.saved = 0  # evaluations in the run folder's last.pth
         t = cfg["train"]
         if cfg["log"]["tensorboard"] is True and not engine.TensorBoardLogger.available():
             raise ValueError("log.tensorboard=true but tensorboard is not installed: pip install tensorboard, "
@@ -456,9 +490,9 @@ class _Trainer:
         self.rounds = math.ceil(self.total_steps / self.round_steps)
         workers = min(cfg["data"]["workers"], engine.available_cores())
         self.sampler = StepSampler(len(self.train_set), self.micro_batch, info.rank, info.world_size, t["seed"])
-        self.train_loader = DataLoader(self.train_set, batch_size=self.micro_batch, sampler=self.sampler,
-                                       num_workers=workers, collate_fn=self.task.collate,
-                                       pin_memory=self.device.type == "cuda")
+        self.train_loader = DataLoader(SkipUnreadable(self.train_set, replace=True), batch_size=self.micro_batch,
+                                       sampler=self.sampler, num_workers=workers,
+                                       collate_fn=CollateSkipped(self.task.collate), pin_memory=self.device.type == "cuda")
         eval_batch = cfg["eval"]["batch_size"] or (2 if self.task.name == "detection" else 1)
         self.val_loader = self.task.eval_loader(self.val_set, eval_batch, workers, info)
 
@@ -499,10 +533,18 @@ class _Trainer:
         except (KeyError, ValueError, RuntimeError) as err:
             raise ValueError(f"cannot resume: {err}") from None
         self.start_round, self.num_updates = checkpoint["round"], checkpoint["num_updates"]
+        self.saved = self.start_round
         self.history, self.best = list(checkpoint["history"]), dict(checkpoint["best"])
-        note = engine.resume_rng(checkpoint["rng"], self.info, self.cfg["train"]["seed"] + 1000 * self.start_round)
-        if note:
-            _print(note)
+        self.resumes = list(checkpoint.get("resumes", []))
+        if self.changes:
+            self.resumes.append({"epoch": self.start_round, "changes": self.changes})
+        reseed = self.cfg["train"]["seed"] + 1000 * self.start_round
+        if any(c.startswith("train.seed:") for c in self.changes):
+            engine.seed_everything(reseed + self.info.rank)
+        else:
+            note = engine.resume_rng(checkpoint["rng"], self.info, reseed)
+            if note:
+                _print(note)
 
     def _state(self, full: bool) -> Dict[str, Any]:
         state: Dict[str, Any] = {
@@ -519,7 +561,8 @@ class _Trainer:
         }
         if full:
             state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-                         scaler=self.scaler.state_dict(), history=self.history, world_size=self.info.world_size)
+                         scaler=self.scaler.state_dict(), history=self.history, world_size=self.info.world_size,
+                         resumes=self.resumes)
         return state
 
     def _lr(self) -> float:
@@ -536,7 +579,7 @@ class _Trainer:
         autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
         clip = self.cfg["optim"]["clip_grad"]
         start, seen = time.perf_counter(), 0
-        for step, batch in enumerate(itertools.islice(self.train_loader, steps)):
+        for step, (batch, skipped) in enumerate(itertools.islice(data_batches(self.train_loader), steps)):
             with autocast:
                 parts = self.task.losses(self.train_model, batch, self.device)
             loss = parts["loss"]
@@ -554,12 +597,14 @@ class _Trainer:
             seen += n
             for name, value in parts.items():
                 sums.add(f"train_{name}", value.detach().float(), count=n)
+            sums.add("skipped", float(skipped), mean=False)
             elapsed = time.perf_counter() - start
             self.progress.update(1, f"loss={loss.item():.4f}, lr={self._lr():.2e}, "
                                     f"img/s={seen * self.info.world_size / max(elapsed, 1e-9):.1f}")
         elapsed = time.perf_counter() - start
         out = sums.reduce()
         row = {k: v for k, v in out.items() if not k.endswith("_count")}
+        row["skipped"] = int(row["skipped"])
         row["images_per_s"] = out["train_loss_count"] / elapsed
         row["round_time_s"] = elapsed
         return row
@@ -582,7 +627,8 @@ class _Trainer:
             if self.checkpoint is not None:
                 guard.keep()
             if is_main:
-                engine.atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_plain(self.cfg), sort_keys=False))
+                engine.remove_stale_temp_files(run_dir)
+                engine.write_config(run_dir / "config.yaml", _plain(self.cfg), self.resumes)
             self._print_header(created)
             try:
                 for index in range(self.start_round, self.rounds):
@@ -600,6 +646,8 @@ class _Trainer:
                     guard.keep()
                     self.progress.close(f"loss={row['train_loss']:.4f}, lr={row['lr']:.2e}, "
                                         f"{self._headline(row)}{' (best)' if improved else ''}")
+                    if row["skipped"]:
+                        _print(f"  {row['skipped']} unreadable images were skipped in this round")
                     if is_main:
                         engine.write_csv(run_dir / "metrics.csv", self.history)
                         engine.plot_history(run_dir / "curves.png", self.history, self.task.panels, title=run_dir.name,
@@ -610,6 +658,11 @@ class _Trainer:
                          else "; no evaluation had finished, so no run folder was kept")
                 raise NonFiniteLossError(f"{err}{where}. Lower optim.lr or set optim.clip_grad, then start again or "
                                          f"--resume") from None
+            except DataError as err:
+                raise DataError(f"{err}{engine.stopped_note(run_dir, guard, self.saved, 'evaluation')}") from None
+            except OSError as err:  # a full disk or a folder gone read-only while writing checkpoints or logs
+                raise ValueError(f"the run stopped: {describe_os_error(err)}"
+                                 f"{engine.stopped_note(run_dir, guard, self.saved, 'evaluation')}") from None
             finally:
                 tb.close()
         return self._finish(prior_time + time.perf_counter() - wall)
@@ -638,6 +691,7 @@ class _Trainer:
         engine.atomic_save(state, self.run_dir / "last.pth")
         if improved:
             engine.atomic_save(self._state(full=False), self.run_dir / "best.pth")
+        self.saved = len(self.history)
 
     def _print_header(self, created: bool) -> None:
         from ..flops import count_params
@@ -651,6 +705,12 @@ class _Trainer:
         device = str(self.device) + (f" ({self.threads} thread{'s' if self.threads > 1 else ''})" if self.device.type == "cpu" else "")
         length = (f"{c['train']['epochs']} epochs x {self.steps_per_epoch} iterations" if c["train"]["epochs"] is not None
                   else f"{self.total_steps} iterations, evaluated every {self.round_steps}")
+        for name, ds in (("train", self.train_set), ("val", self.val_set)):
+            if getattr(ds, "skipped", None):
+                path, reason = ds.skipped[0]
+                _print(f"  skipped {len(ds.skipped)} unreadable {name} files (e.g. {path}: {reason})")
+        for change in self.changes:
+            _print(f"  changed on resume: {change} (recorded in config.yaml)")
         _print(f"  {length}, batch {c['train']['batch_size']} ({self.info.world_size} process"
                f"{'es' if self.info.world_size > 1 else ''} x {self.micro_batch}), {c['optim']['opt']} lr "
                f"{c['optim']['lr']:.3g}, {c['sched']['name']} schedule, {device}")
@@ -659,7 +719,7 @@ class _Trainer:
     def _finish(self, elapsed: float) -> Dict[str, Any]:
         last = self.history[-1]
         best_row = self.history[self.best["round"] - 1] if self.best["round"] else last
-        metric_keys = [k for k in last if k not in ("epoch", "round", "iteration", "lr", "elapsed_s", "images_per_s",
+        metric_keys = [k for k in last if k not in ("epoch", "round", "iteration", "lr", "elapsed_s", "images_per_s", "skipped",
                                                      "round_time_s") and not k.startswith(("train_", "loss"))]
         summary: Dict[str, Any] = {
             "status": "finished",
@@ -713,14 +773,14 @@ def train(task: str, config: Union[str, Path, Mapping[str, Any], None] = None,
     if resume is not None:
         checkpoint_path = _resume_checkpoint_path(resume)
         checkpoint = _read_checkpoint(checkpoint_path, task, need_state=True)
-        cfg = _resume_config(checkpoint["config"], overrides)
+        cfg, changes = _resume_config(checkpoint["config"], overrides)
     else:
-        cfg = resolve_dense_config(task, config, overrides)
+        cfg, changes = resolve_dense_config(task, config, overrides), []
     owns_group = not (dist.is_available() and dist.is_initialized())
     threads = torch.get_num_threads()
     info = engine.init_distributed(cfg["train"]["device"])
     try:
-        trainer = _Trainer(cfg, info, checkpoint)
+        trainer = _Trainer(cfg, info, checkpoint, changes)
         if checkpoint_path is not None:
             return trainer.run(checkpoint_path.parent, created=False)
         return trainer.run(engine.create_run_dir(cfg["log"]["output"], _run_name(cfg)), created=True)
@@ -754,7 +814,7 @@ def load_for_inference(task: str, checkpoint: Union[str, Path], config: Union[st
     path = _inference_path(checkpoint)
     raw = load_checkpoint_file(path)
     if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
-        raw = _read_checkpoint(path, task, need_state=False)
+        raw = _read_checkpoint(path, task, need_state=False, state=raw)
         cfg = raw["config"]
         if overrides:
             cfg = validate_dense_config(apply_dense_overrides(cfg, [o for o in overrides if not o.startswith("model.")]))
@@ -884,7 +944,7 @@ def predict(task: str, checkpoint: Union[str, Path], images: Sequence[Union[str,
     for path in files:
         try:
             image = load_image(path).as_subclass(torch.Tensor)
-        except (OSError, ValueError, SyntaxError) as err:
+        except Exception as err:  # decoders raise OSError, ValueError, SyntaxError, struct.error...
             skipped.append({"file": str(path), "error": f"{type(err).__name__}: {err}"})
             continue
         stem = path.stem
