@@ -182,7 +182,7 @@ def test_a_failing_step_is_named_with_the_recipe_field():
                                              r"aug.color_jitter"):
         training(Image.new("RGB", (40, 40)))
     with pytest.raises(DataError, match=r"^cannot use image a/b.png: step ColorJitter failed"):
-        apply_transform(training, Image.new("RGB", (40, 40)), "a/b.png")
+        apply_transform(training, "a/b.png", Image.new("RGB", (40, 40)))
     with pytest.raises(ValueError, match="aug.auto_augment='rand-m9-x3'"):
         build_transform(cfg["data"], {**cfg["aug"], "auto_augment": "rand-m9-x3"}, is_training=True)
 

@@ -77,3 +77,20 @@ def test_16_bit_images_keep_their_brightness(tmp_path):
     Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
     eight, sixteen = load_image(tmp_path / "eight.png"), load_image(tmp_path / "sixteen.png")
     assert sixteen.shape == (3, 32, 64) and torch.allclose(eight, sixteen, atol=1 / 255)
+
+
+def test_a_failing_transform_in_a_worker_is_one_line_naming_the_file(shapes, tmp_path, capsys, monkeypatch):
+    from crossformer_vision.dense import datasets
+
+    def flip_that_fails(train, flip_prob=0.5):
+        def fail(image, target):
+            raise RuntimeError("flip\nbroke")
+        return fail
+
+    monkeypatch.setattr(datasets, "detection_transforms", flip_that_fails)
+    code = main(["detect", "train", "--data", str(shapes), *tiny(tmp_path, *DETECT, "data.workers=2", synthetic=False)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert "crossformer detect: error: cannot use image" in err and "/images/train/" in err
+    assert "its transform failed (RuntimeError: flip broke)" in err and "no evaluation had finished" in err
+    assert runs_in(tmp_path / "runs") == []

@@ -105,7 +105,7 @@ class DigitsDataset(Dataset):
 
     def __getitem__(self, i: int) -> Sample:
         image = Image.fromarray(self.pixels[i], "L").convert(self.mode)
-        return apply_transform(self.transform, image, f"digits/{self.split}/{i}"), self.targets[i], 0
+        return apply_transform(self.transform, f"digits/{self.split}/{i}", image), self.targets[i], 0
 
 
 #: Pillow modes that hold more than 8 bits per pixel; :func:`to_mode` scales them instead of clipping.
@@ -406,7 +406,7 @@ class ImageFolderDataset(Dataset):
             image = load_image(path, self.mode)
         except Exception as err:  # decoders raise OSError, ValueError, SyntaxError, struct.error...
             raise UnreadableError(path, err) from None
-        return apply_transform(self.transform, image, path), target
+        return apply_transform(self.transform, path, image), target
 
 
 class UnreadableError(ValueError):
@@ -434,7 +434,8 @@ def read_sample(load: Callable[[int], Any], index: int, length: int, replace: bo
             return load((index + offset) % length), int(offset > 0)
         except UnreadableError as err:
             if offset == 0:
-                warnings.warn(f"skipping unreadable image {err}", stacklevel=3)
+                # one line (no source line of the DataLoader under it), every time: the epoch's count follows
+                warnings.warn_explicit(f"skipping unreadable image {err}", UserWarning, "crossformer-vision", 0)
             if not replace:
                 return None, 1
     raise DataError(f"{min(length, MAX_CONSECUTIVE_UNREADABLE)} samples in a row could not be read, from sample "
@@ -472,12 +473,13 @@ class CollateSkipped:
         return (self.collate(samples) if samples else None), int(sum(skipped for _, skipped in items))
 
 
-def apply_transform(transform: Optional[Callable], image: Any, path: Any) -> Any:
-    """``transform(image)`` for the file ``path``; a failure becomes a :class:`DataError` naming the file."""
+def apply_transform(transform: Optional[Callable], path: Any, *inputs: Any) -> Any:
+    """``transform(*inputs)`` for the sample of file ``path``; a failure becomes a :class:`DataError` naming the file
+    (and, for a :class:`Transform`, the step and its recipe field). No transform: ``inputs`` (one: itself)."""
     if transform is None:
-        return image
+        return inputs[0] if len(inputs) == 1 else inputs
     try:
-        return transform(image)
+        return transform(*inputs)
     except TransformError as err:
         raise DataError(f"cannot use image {path}: {err}") from None
     except Exception as err:

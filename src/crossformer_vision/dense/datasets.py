@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..data import UnreadableError
+from ..data import UnreadableError, apply_transform
 from ..data import load_image as read_image
 from ..weights import PathLike
 
@@ -412,8 +412,7 @@ class CocoInstances(Dataset):
                 masks = [self.coco.annToMask(a) for a in anns]
             masks = np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)
             target["masks"] = tv_tensors.Mask(torch.from_numpy(masks))
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
+        image, target = apply_transform(self.transforms, path, image, target)
         return image, target
 
     def check_num_classes(self, num_classes: int) -> None:
@@ -558,8 +557,7 @@ class SegmentationFolder(Dataset):
                 "(width x height); labels must have their image's size"
             )
         mask = tv_tensors.Mask(torch.from_numpy(label))
-        if self.transforms is not None:
-            image, mask = self.transforms(image, mask)
+        image, mask = apply_transform(self.transforms, image_path, image, mask)
         return image, mask
 
 
