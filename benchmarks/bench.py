@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from crossformer_vision.bench import add_arguments, run_from_args
+from crossformer_vision.tools.bench import add_arguments, run_from_args
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import List, Optional
 
-from crossformer_vision.bench import BenchOptions, machine_info, measure_in_child
+from crossformer_vision.tools.bench import BenchOptions, machine_info, measure_in_child
 
 
 def main(argv: Optional[List[str]] = None) -> int:

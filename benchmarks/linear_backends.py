@@ -6,10 +6,11 @@
 Records every linear layer one inference forward applies (its ``M x K -> N`` product; the piece size of the
 eval-mode blocks is the one inference uses), then times each distinct shape both ways on fresh tensors and
 prints GFLOP/s per shape and the total over the whole forward. This is the measurement behind
-:mod:`crossformer_vision.onednn`: on CPUs where the two differ, the model's linear time follows the faster.
+:mod:`crossformer_vision.runtime.onednn`: on CPUs where the two differ, the model's linear time follows the faster.
 """
 import argparse
 import collections
+import dataclasses
 import json
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -18,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossformer_vision import onednn
-from crossformer_vision.bench import build_model, summarize, time_calls
+from crossformer_vision import optimize
+from crossformer_vision.runtime import onednn
+from crossformer_vision.tools.bench import build_model, summarize, time_calls
 
 
 def linear_shapes(model: nn.Module, x: torch.Tensor) -> Dict[Tuple[int, int, int], int]:
@@ -30,7 +32,9 @@ def linear_shapes(model: nn.Module, x: torch.Tensor) -> Dict[Tuple[int, int, int
         rows = inputs[0].numel() // module.in_features
         counts[(rows, module.in_features, module.out_features)] += 1
 
-    enabled, onednn.ENABLED = onednn.ENABLED, False  # the fused paths do not call the modules
+    options = getattr(model, "runtime", None)  # ours: the fused paths do not call the modules
+    if options is not None:
+        optimize(model, **dict(dataclasses.asdict(options), onednn=False))
     hooks = []
     try:
         with torch.inference_mode():
@@ -38,7 +42,8 @@ def linear_shapes(model: nn.Module, x: torch.Tensor) -> Dict[Tuple[int, int, int
             hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Linear)]
             model(x)
     finally:
-        onednn.ENABLED = enabled
+        if options is not None:
+            optimize(model, **dataclasses.asdict(options))
         for h in hooks:
             h.remove()
     return dict(counts)

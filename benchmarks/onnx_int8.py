@@ -4,7 +4,7 @@
     python benchmarks/onnx_int8.py --run runs/crossformer_micro-digits-...  --json int8.json
     python benchmarks/onnx_int8.py --speed-model crossformer_tiny -b 16 --threads 2 --no-accuracy
 
-Two measurements, each on fp32 ONNX and on its int8 copy (``crossformer_vision.export.quantize_onnx``:
+Two measurements, each on fp32 ONNX and on its int8 copy (``crossformer_vision.tools.export.quantize_onnx``:
 weights of every MatMul/Gemm stored as int8, activations quantized on the fly; convolutions stay fp32):
 
 * **speed**: images/s of ``--speed-model`` (random weights; 224x224, batch ``-b``) in onnxruntime, fp32 and
@@ -26,8 +26,8 @@ import torch
 
 def measure_speed(name: str, batch: int, size: int, threads: int, warmup: int, reps: int, folder: Path) -> Dict:
     """fp32 and int8 onnxruntime throughput of a randomly initialised model, beside PyTorch eager."""
-    from crossformer_vision.bench import build_model, throughput
-    from crossformer_vision.export import export_onnx, onnx_session, quantize_onnx
+    from crossformer_vision.tools.bench import build_model, throughput
+    from crossformer_vision.tools.export import export_onnx, onnx_session, quantize_onnx
 
     torch.manual_seed(0)
     model = build_model(name, size).eval()
@@ -58,7 +58,7 @@ def _train_demo(folder: Path) -> Path:
 def measure_accuracy(run: Path, threads: int, folder: Path) -> Dict:
     """Top-1 on the digits test split: PyTorch, ONNX fp32 and ONNX int8 of one trained run."""
     from crossformer_vision.data import DigitsDataset, build_transform
-    from crossformer_vision.export import export_onnx, onnx_session, quantize_onnx
+    from crossformer_vision.tools.export import export_onnx, onnx_session, quantize_onnx
     from crossformer_vision.trainer import load_for_inference
 
     model, meta = load_for_inference(run)

@@ -3,7 +3,7 @@
     python benchmarks/onnx_speed.py crossformer_small -b 32 --threads 2
     python benchmarks/onnx_speed.py crossformer_tiny -b 8 --sizes 224 320x480 --json out.json
 
-The model is exported with ``crossformer_vision.export.export_onnx`` (dynamic batch, height, width), so one
+The model is exported with ``crossformer_vision.tools.export.export_onnx`` (dynamic batch, height, width), so one
 file serves every size listed. Prints a markdown table: images/s (median of --reps) for each runtime and
 the largest absolute difference between the two outputs.
 """
@@ -36,8 +36,8 @@ def main(argv: List[str] = None) -> int:
     import torch
 
     import crossformer_vision as cv
-    from crossformer_vision.bench import throughput
-    from crossformer_vision.export import export_onnx, onnx_session
+    from crossformer_vision.tools.bench import throughput
+    from crossformer_vision.tools.export import export_onnx, onnx_session
 
     torch.set_num_threads(args.threads)
     from crossformer_vision.recipes import NAMED_CONFIGS

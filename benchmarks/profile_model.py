@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from crossformer_vision.bench import build_model
+from crossformer_vision.tools.bench import build_model
 
 CATEGORIES = ("linear", "conv", "copies", "layernorm", "gelu", "attention", "softmax", "add", "fused", "other")
 _EXACT = {
@@ -45,17 +45,10 @@ def category(op: str) -> str:
 
 def straightforward(model: torch.nn.Module) -> None:
     """Turn off our speed paths (cache-sized pieces, explicit attention on the CPU, oneDNN linear layers):
-    the "before" profile. Process-wide for oneDNN."""
-    from crossformer_vision import LSDAttention, onednn
-    from crossformer_vision.model import CrossFormerBlock
+    the "before" profile."""
+    from crossformer_vision import optimize
 
-    onednn.ENABLED = False
-
-    for module in model.modules():
-        if isinstance(module, CrossFormerBlock):
-            module.chunk_tokens = 0
-        if isinstance(module, LSDAttention):
-            module.sdpa_on_cpu = True
+    optimize(model, onednn=False, cpu_pieces=0, sdpa_on_cpu=True)
 
 
 def profile(name: str, batch_size: int, img_size: int, device: str, train: bool, iters: int, warmup: int,

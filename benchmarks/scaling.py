@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from crossformer_vision.bench import BenchOptions, machine_info, measure_in_child
+from crossformer_vision.tools.bench import BenchOptions, machine_info, measure_in_child
 
 #: model -> constructor arguments for any input size
 MODELS: Dict[str, Dict[str, Any]] = {

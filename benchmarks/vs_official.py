@@ -39,7 +39,7 @@ def load_official_class(repo: Path) -> type:
 def official_kwargs(name: str, img_size: int, cls: type) -> Dict[str, Any]:
     """Constructor arguments of the official class for one of our variants (those its signature takes)."""
     from crossformer_vision.recipes import NAMED_CONFIGS
-    from crossformer_vision.variants import VARIANTS
+    from crossformer_vision.models.crossformer import VARIANTS
 
     if name not in VARIANTS and name not in NAMED_CONFIGS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(VARIANTS) + sorted(NAMED_CONFIGS)}")
@@ -63,9 +63,9 @@ def official_kwargs(name: str, img_size: int, cls: type) -> Dict[str, Any]:
 def compare(name: str, cls: type, img_size: int, batch: int, warmup: int, reps: int) -> Dict[str, Any]:
     """Build both, share the official model's weights, time both on one batch and compare the logits."""
     import crossformer_vision as cv
-    from crossformer_vision.bench import throughput
+    from crossformer_vision.tools.bench import throughput
     from crossformer_vision.recipes import NAMED_CONFIGS
-    from crossformer_vision.weights import load_state_dict_checked
+    from crossformer_vision.models.official import load_state_dict_checked
 
     torch.manual_seed(0)
     official = cls(**official_kwargs(name, img_size, cls)).eval()

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import crossformer_vision as cv
-import crossformer_vision.export as export_module
+import crossformer_vision.tools.export as export_module
 from crossformer_vision.cli import main
-from crossformer_vision.export import export_onnx, export_program, quantize_onnx, save_program, size_range
-from crossformer_vision.recipes import NAMED_CONFIGS
+from crossformer_vision.models.crossformer import SMALL_VARIANTS
+from crossformer_vision.tools.export import export_onnx, export_program, quantize_onnx, save_program, size_range
 
 # A small model that still has every branch of the grouping: SDA and LDA with padding (group 4, interval 2 in
 # stage 1), the small-map rule in the later stages at small inputs, and both outcomes of it across the range.
-SMALL = dict(NAMED_CONFIGS["crossformer_micro"], num_classes=7)
+SMALL = dict(SMALL_VARIANTS["crossformer_micro"], num_classes=7)
 # (batch, height, width): square, not multiples of 32, one side at the minimum, batch 1 and 3
 SIZES = [(1, 64, 64), (3, 97, 130), (2, 225, 71), (1, 64, 150)]
 # the node of an ONNX export for 64..256 that rejects other heights and widths (onnxruntime's error names it)
@@ -141,7 +141,7 @@ def test_export_command(tmp_path, capsys):
 def digits_like():
     """The demo's shape: crossformer_micro on 32x32 greyscale images (stage 4 sees a 1x1 map)."""
     torch.manual_seed(0)
-    return cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], in_chans=1, num_classes=10).eval()
+    return cv.CrossFormer(**SMALL_VARIANTS["crossformer_micro"], in_chans=1, num_classes=10).eval()
 
 
 def test_fixed_size_export_below_the_dynamic_minimum(digits_like, tmp_path):

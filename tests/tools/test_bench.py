@@ -9,14 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from crossformer_vision import CrossFormer, count_macs, onednn
-from crossformer_vision.bench import BenchOptions, format_table, record_matmuls, replay_matmuls, run_benchmark
-from crossformer_vision.bench import _MatmulRecorder
+import crossformer_vision as cv
+from crossformer_vision import CrossFormer, count_macs
 from crossformer_vision.cli import main
-from crossformer_vision.model import CrossFormerBlock
-from crossformer_vision.recipes import NAMED_CONFIGS
+from crossformer_vision.models.crossformer import SMALL_VARIANTS as NAMED_CONFIGS
+from crossformer_vision.runtime import RuntimeOptions, onednn
+from crossformer_vision.tools.bench import BenchOptions, format_table, record_matmuls, replay_matmuls, run_benchmark
+from crossformer_vision.tools.bench import _MatmulRecorder
 
-BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 # one thread: timings stay sane while other work shares the two cores
 QUICK = ["--img-size", "32", "-b", "2", "--threads", "1", "--warmup", "1", "--reps", "2", "--min-rep-time", "0",
          "--roofline-size", "128"]
@@ -84,10 +85,10 @@ def test_replay_records_every_linear_conv_and_attention(micro):
     assert kinds.count("linear") == 4 * sum(depths) + 1
     if onednn.available():
         assert sum("_linear_pointwise" in op.name for op in ops) == 2 * sum(depths)
-        for block in micro.modules():
-            if isinstance(block, CrossFormerBlock):
-                block.chunk_tokens = 64
-        pieces, _ = _call_counts(micro, x, (nn.Linear,))
+        try:
+            pieces, _ = _call_counts(cv.optimize(micro, cpu_pieces=64), x, (nn.Linear,))
+        finally:
+            cv.optimize(micro)
         # stage 1, per image: one attention piece (qkv, proj) and one MLP piece (fc1, fc2); later stages whole
         expected = 2 * 4 * depths[0] + 2 * sum(depths[1:])
         assert sum("_linear_pointwise" in op.name for op in pieces) == expected
@@ -103,12 +104,7 @@ def test_replay_records_every_linear_conv_and_attention(micro):
 
 
 def test_replay_sees_the_decomposed_cpu_ops_under_no_grad(micro):
-    from crossformer_vision import LSDAttention
-
-    micro = copy.deepcopy(micro)  # the fixture is shared
-    for module in micro.modules():
-        if isinstance(module, LSDAttention):
-            module.sdpa_on_cpu = True  # SDPA's CPU kernel, as on GPUs
+    micro = cv.optimize(copy.deepcopy(micro), sdpa_on_cpu=True)  # SDPA's CPU kernel, as on GPUs (the fixture is shared)
     recorder = _MatmulRecorder({p.data_ptr(): p for p in micro.parameters()})
     with torch.no_grad(), recorder:
         micro(torch.randn(1, 3, 32, 32))
@@ -233,17 +229,13 @@ def test_onnx_speed_script(tmp_path, capsys):
     assert "| crossformer_micro | 2 | 80x96 |" in capsys.readouterr().out
 
 
-def test_straightforward_profile_switches_off_the_speed_paths(monkeypatch):
-    from crossformer_vision import LSDAttention, onednn
-    from crossformer_vision.model import CrossFormerBlock
-
-    monkeypatch.setattr(onednn, "ENABLED", True)  # put back after the test
-
+def test_straightforward_profile_switches_off_the_speed_paths():
     model = CrossFormer(**NAMED_CONFIGS["crossformer_micro"])
     _script("profile_model").straightforward(model)
-    assert all(b.chunk_tokens == 0 for b in model.modules() if isinstance(b, CrossFormerBlock))
-    assert all(a.sdpa_on_cpu for a in model.modules() if isinstance(a, LSDAttention))
-    assert not onednn.ENABLED
+    assert all(b.runtime.cpu_pieces == 0 for b in model.modules() if isinstance(b, cv.CrossFormerBlock))
+    assert all(a.runtime.sdpa_on_cpu for a in model.modules() if isinstance(a, cv.LSDAttention))
+    assert all(not m.runtime.onednn for m in model.modules() if isinstance(getattr(m, "runtime", None), RuntimeOptions))
+    assert CrossFormer(**NAMED_CONFIGS["crossformer_micro"]).runtime.onednn, "per model now, not process-wide"
 
 
 def test_linear_backends_script_covers_every_linear_layer(tmp_path, capsys):

@@ -10,7 +10,7 @@ import torch
 
 import crossformer_vision as cv
 from conftest import official_keys, to_official_layout
-from crossformer_vision.weights import CheckpointError
+from crossformer_vision.models.official import CheckpointError
 
 VARIANTS = cv.list_models()
 BRANCHES = [(v, b) for v in VARIANTS for b in (["main", "v1"] if not v.startswith("crossformerpp") else ["main"])]
@@ -34,6 +34,12 @@ def test_every_official_key_is_mapped_or_deliberately_dropped(variant, branch):
 def tiny():
     torch.manual_seed(0)
     return timm.create_model("crossformer_tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def target():
+    """A crossformer_tiny to load into (tests either overwrite all of its weights or fail before loading)."""
+    return timm.create_model("crossformer_tiny")
 
 
 def _fake_yacs_config():
@@ -103,7 +109,7 @@ def test_timm_pretrained_file_same_and_new_head_and_features(tiny, official_trai
 
 
 @pytest.mark.parametrize("wrap", ["plain", "model", "state_dict", "ddp", "already_converted"])
-def test_wrappers_and_prefixes(tiny, wrap):
+def test_wrappers_and_prefixes(tiny, target, wrap):
     official = to_official_layout(tiny, "crossformer_tiny", "main")
     checkpoint = {
         "plain": official,
@@ -112,9 +118,8 @@ def test_wrappers_and_prefixes(tiny, wrap):
         "ddp": {"model": {"module." + k: v for k, v in official.items()}},
         "already_converted": tiny.state_dict(),
     }[wrap]
-    model = timm.create_model("crossformer_tiny")
-    model.load_state_dict(cv.convert_official_state_dict(checkpoint), strict=True)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), tiny.state_dict().values()))
+    target.load_state_dict(cv.convert_official_state_dict(checkpoint), strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), tiny.state_dict().values()))
 
 
 def test_crossformerpp_layout_with_acl():
@@ -129,7 +134,7 @@ def test_crossformerpp_layout_with_acl():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
 
 
-def test_detection_checkpoint_loads_backbone_and_drops_heads(tiny, tmp_path):
+def test_detection_checkpoint_loads_backbone_and_drops_heads(tiny, target, tmp_path):
     backbone = {k: v for k, v in to_official_layout(tiny, "crossformer_tiny", "v1").items() if not k.startswith(("norm.", "head."))}
     mmdet = {
         "meta": {"mmdet_version": "2.8.0", "CLASSES": ("person", "car"), "epoch": 12},
@@ -154,7 +159,7 @@ def test_detection_checkpoint_loads_backbone_and_drops_heads(tiny, tmp_path):
         for a, b in zip(features(x), tiny.forward_intermediates(x, intermediates_only=True)):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="no classifier head or final norm.*features_only"):
-        cv.load_official_checkpoint(timm.create_model("crossformer_tiny"), path)
+        cv.load_official_checkpoint(target, path)
 
 
 class _Payload:
@@ -167,18 +172,18 @@ class _Payload:
         return (os.makedirs, (self.target,))
 
 
-def test_pickled_code_is_refused_not_executed(tiny, tmp_path):
+def test_pickled_code_is_refused_not_executed(tiny, target, tmp_path):
     marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.pth"
     torch.save({"model": tiny.state_dict(), "extra": _Payload(str(marker))}, path)
     with pytest.raises(CheckpointError, match="refusing to load.*posix.makedirs|refusing to load.*makedirs"):
-        cv.load_official_checkpoint(timm.create_model("crossformer_tiny"), path)
+        cv.load_official_checkpoint(target, path)
     with pytest.raises(CheckpointError, match="refusing to load"):
         timm.create_model("crossformer_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
     assert not marker.exists()
 
 
-def test_unreadable_files_give_clear_errors(tiny, tmp_path):
+def test_unreadable_files_give_clear_errors(tiny, target, tmp_path):
     good = tmp_path / "good.pth"
     torch.save(tiny.state_dict(), good)
     truncated = tmp_path / "truncated.pth"
@@ -189,7 +194,7 @@ def test_unreadable_files_give_clear_errors(tiny, tmp_path):
     empty.write_bytes(b"")
     bad_safetensors = tmp_path / "bad.safetensors"
     bad_safetensors.write_bytes(b"\xff" * 64)
-    model = timm.create_model("crossformer_tiny")
+    model = target
     for path, message in [
         (truncated, "truncated or corrupt"),
         (garbage, "not a PyTorch or safetensors checkpoint"),
@@ -205,12 +210,12 @@ def test_unreadable_files_give_clear_errors(tiny, tmp_path):
         cv.load_official_checkpoint(model, no_weights)
 
 
-def test_checkpoint_of_another_variant_is_named_in_the_error(tmp_path):
+def test_checkpoint_of_another_variant_is_named_in_the_error(target, tmp_path):
     small = timm.create_model("crossformer_small")
     path = tmp_path / "small.pth"
     torch.save({"model": to_official_layout(small, "crossformer_small", "v1")}, path)
     with pytest.raises(CheckpointError, match=r"differ in shape.*embed_dim=96, depths=\[2, 2, 6, 2\].*embed_dim=64, depths=\[1, 1, 8, 6\]"):
-        cv.load_official_checkpoint(timm.create_model("crossformer_tiny"), path)
+        cv.load_official_checkpoint(target, path)
     with pytest.raises(CheckpointError, match="does not fit"):
         timm.create_model("crossformer_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 

@@ -3,14 +3,14 @@ import pytest
 import torch
 
 import crossformer_vision as cv
-from crossformer_vision.recipes import NAMED_CONFIGS
+from crossformer_vision.models.crossformer import SMALL_VARIANTS
 
 
 @pytest.fixture()
 def model():
     torch._dynamo.reset()
     torch.manual_seed(0)
-    yield cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], num_classes=4).eval()
+    yield cv.CrossFormer(**SMALL_VARIANTS["crossformer_micro"], num_classes=4).eval()
     torch._dynamo.reset()
 
 
@@ -55,7 +55,7 @@ def test_fullgraph_training_step_matches_eager(model):
 
 def test_compiled_features_only_backbone():
     torch._dynamo.reset()
-    backbone = cv.create_model("crossformer_tiny", features_only=True).eval()
+    backbone = cv.create_model("crossformer_micro", features_only=True).eval()
     compiled = torch.compile(backbone, fullgraph=True, backend="aot_eager")
     x = torch.randn(1, 3, 96, 160)
     with torch.no_grad():
@@ -77,14 +77,10 @@ def test_compiled_inference_works_in_pieces_for_static_sizes_only(model):
     one graph for every size."""
     from torch._dynamo.utils import counters
 
-    from crossformer_vision.model import CrossFormerBlock
-
-    blocks = [b for b in model.modules() if isinstance(b, CrossFormerBlock)]
     x = torch.randn(2, 3, 64, 64)  # stage 1: 2 x 16 x 16 = 512 tokens; stage 4: 2 x 2 x 2 = 8
     with torch.no_grad():
         default = _region_calls(torch._dynamo.explain(model)(x))
-        for block in blocks:
-            block.chunk_tokens = 200
+        cv.optimize(model, cpu_pieces=200)
         torch._dynamo.reset()
         pieces = _region_calls(torch._dynamo.explain(model)(x))
         torch._dynamo.mark_dynamic(x, 0)

@@ -5,11 +5,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import crossformer_vision as cv
-from crossformer_vision import onednn
-from crossformer_vision.model import CrossFormerBlock
-from crossformer_vision.recipes import NAMED_CONFIGS
+from crossformer_vision.models.crossformer import SMALL_VARIANTS
+from crossformer_vision.runtime import RuntimeOptions, choose, onednn
+from crossformer_vision.runtime.dispatch import fusable_mlp
 
 needs_onednn = pytest.mark.skipif(not onednn.available(), reason="this PyTorch build has no oneDNN linear kernels")
+MICRO = dict(SMALL_VARIANTS["crossformer_micro"], num_classes=5)
 
 
 def _profiled_ops(fn):
@@ -18,10 +19,10 @@ def _profiled_ops(fn):
     return {event.key for event in prof.key_averages()}
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def micro():
     torch.manual_seed(0)
-    return cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], num_classes=5).eval()
+    return cv.CrossFormer(**MICRO).eval()
 
 
 @needs_onednn
@@ -41,7 +42,7 @@ def test_kernels_equal_f_linear(shape):
 
 
 @needs_onednn
-def test_usable_only_for_fp32_cpu_inference_without_autograd(monkeypatch):
+def test_usable_only_for_fp32_cpu_inference_without_autograd():
     layer = nn.Linear(8, 8)
     x = torch.randn(2, 8)
     assert not onednn.usable(x, layer), "autograd on: F.linear keeps the backward"
@@ -49,26 +50,26 @@ def test_usable_only_for_fp32_cpu_inference_without_autograd(monkeypatch):
         assert onednn.usable(x, layer)
         assert not onednn.usable(x.double(), nn.Linear(8, 8).double())
         assert not onednn.usable(x.bfloat16(), nn.Linear(8, 8).bfloat16())
-        monkeypatch.setattr(onednn, "ENABLED", False)
-        assert not onednn.usable(x, layer)
+        assert not choose(RuntimeOptions(onednn=False), x.view(1, 1, 2, 8), False, layer).onednn
     with torch.inference_mode():
-        monkeypatch.setattr(onednn, "ENABLED", True)
         assert onednn.usable(x, layer)
+        assert choose(RuntimeOptions(), x.view(1, 1, 2, 8), False, layer).onednn
 
 
 @needs_onednn
-@pytest.mark.parametrize("chunk_tokens", [0, 40])
-def test_model_outputs_equal_with_and_without_onednn(micro, monkeypatch, chunk_tokens):
-    for block in micro.modules():
-        if isinstance(block, CrossFormerBlock):
-            block.chunk_tokens = chunk_tokens
+@pytest.mark.parametrize("cpu_pieces", [0, 40])
+def test_model_outputs_equal_with_and_without_onednn(micro, cpu_pieces):
     x = torch.randn(3, 3, 97, 130)
-    with torch.no_grad():
-        ops = _profiled_ops(lambda: micro(x))
-        fast = micro(x)
-        monkeypatch.setattr(onednn, "ENABLED", False)
-        plain_ops = _profiled_ops(lambda: micro(x))
-        plain = micro(x)
+    try:
+        with torch.no_grad():
+            cv.optimize(micro, cpu_pieces=cpu_pieces)
+            ops = _profiled_ops(lambda: micro(x))
+            fast = micro(x)
+            cv.optimize(micro, cpu_pieces=cpu_pieces, onednn=False)
+            plain_ops = _profiled_ops(lambda: micro(x))
+            plain = micro(x)
+    finally:
+        cv.optimize(micro)
     assert "mkldnn::_linear_pointwise" in ops, "eval without autograd takes the oneDNN path"
     assert "mkldnn::_linear_pointwise" not in plain_ops
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
@@ -78,48 +79,45 @@ def test_model_outputs_equal_with_and_without_onednn(micro, monkeypatch, chunk_t
 def test_autograd_uses_f_linear(micro):
     x = torch.randn(2, 3, 64, 64)
     assert "mkldnn::_linear_pointwise" not in _profiled_ops(lambda: micro(x).sum().backward())
+    micro.zero_grad(set_to_none=True)
 
 
 @needs_onednn
-def test_training_mode_without_autograd_keeps_dropout_and_drop_path(monkeypatch):
+def test_training_mode_without_autograd_keeps_dropout_and_drop_path():
     """The fused MLP would skip drop path and dropout, so training mode never fuses it."""
     torch.manual_seed(0)
-    model = cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], num_classes=5, drop_path_rate=0.5,
-                           proj_drop_rate=0.2).train()
+    model = cv.CrossFormer(**MICRO, drop_path_rate=0.5, proj_drop_rate=0.2).train()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.manual_seed(1)
         fast = model(x)
-        monkeypatch.setattr(onednn, "ENABLED", False)
+        cv.optimize(model, onednn=False)
         torch.manual_seed(1)
         plain = model(x)
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
     block = model.stages[0].blocks[0]
-    assert not block._fused_mlp(torch.randn(1, 8, 8, block.norm1.normalized_shape[0]))
+    with torch.no_grad():
+        assert not choose(RuntimeOptions(), torch.randn(1, 8, 8, 32), block.training, block.attn.qkv, True, block.mlp).fused_mlp
 
 
 @needs_onednn
 def test_custom_mlp_keeps_its_own_forward():
     """Only timm's plain fc1 -> exact GELU -> fc2 MLP is fused; another activation runs as written."""
     torch.manual_seed(0)
-    model = cv.CrossFormer(**NAMED_CONFIGS["crossformer_micro"], num_classes=5, act_layer="relu").eval()
+    model = cv.CrossFormer(**MICRO, act_layer="relu").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         got = model(x)
-        onednn_off = onednn.ENABLED
-        try:
-            onednn.ENABLED = False
-            want = model(x)
-        finally:
-            onednn.ENABLED = onednn_off
+        want = cv.optimize(model, onednn=False)(x)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     block = model.stages[0].blocks[0]
+    assert not fusable_mlp(block.mlp)
     with torch.no_grad():
-        assert not block._fused_mlp(torch.randn(1, 8, 8, block.norm1.normalized_shape[0]))
+        assert not choose(RuntimeOptions(cpu_pieces=8), torch.randn(1, 8, 8, 32), False, block.attn.qkv, True, block.mlp).fused_mlp
 
 
 @needs_onednn
-@pytest.mark.skipif(onednn._COMPILED_OP is None, reason="torch < 2.4 has no torch.library.custom_op")
+@pytest.mark.skipif(not onednn.compiled_op_available(), reason="torch < 2.4 has no torch.library.custom_op")
 def test_compiled_inference_keeps_onednn_as_one_op(micro):
     """Under torch.compile the kernels are the custom op crossformer_vision::onednn_linear: no graph break."""
     torch._dynamo.reset()

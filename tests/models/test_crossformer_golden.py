@@ -4,6 +4,7 @@ import torch
 
 import crossformer_vision as cv
 from conftest import load_golden
+from crossformer_vision.runtime import RuntimeOptions
 from reference_impl import reference_backbone
 
 TOL = 1e-4
@@ -23,10 +24,9 @@ def build(data, lda_mode, fused_attn=True):
     kwargs = dict(data["config"])
     if data["model_kind"] == "backbone":
         kwargs["num_classes"] = 0
-    model = cv.CrossFormer(**kwargs, lda_mode=lda_mode, fused_attn=fused_attn).eval()
-    for module in model.modules():
-        if isinstance(module, cv.LSDAttention):
-            module.sdpa_on_cpu = fused_attn  # the "sdpa" cases run SDPA even on the CPU
+    # the "sdpa" cases run SDPA even on the CPU
+    model = cv.CrossFormer(**kwargs, lda_mode=lda_mode, fused_attn=fused_attn,
+                           runtime=RuntimeOptions(sdpa_on_cpu=fused_attn)).eval()
     state_dict = cv.convert_official_state_dict(data["state_dict"])
     if data["model_kind"] == "backbone":  # official dense backbones have no final norm
         state_dict.update({k: v for k, v in model.state_dict().items() if k.startswith("norm.")})
