@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/crossformer train
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(PY) benchmarks/model_zoo.py

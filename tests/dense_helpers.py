@@ -1,4 +1,5 @@
 """Small hand-made COCO / label-PNG datasets for the dense tests."""
+import csv
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -41,3 +42,30 @@ def write_label_folder(root: Path, labels: Dict[str, np.ndarray], image_sizes: O
         h, w = (image_sizes or {}).get(name, label.shape)
         Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(root / "images" / f"{name}.jpg")
         Image.fromarray(label.astype(np.uint8), mode="L").save(root / "labels" / f"{name}.png")
+
+
+# ---------------------------------------------------------------------------------------------- tiny runs
+TINY_BACKBONE = "model.backbone_kwargs={embed_dim: 16, depths: [1, 1, 1, 1], num_heads: [1, 2, 4, 8], drop_path_rate: 0.0}"
+TINY_DATA = "data.synthetic={num_train: 8, num_val: 4, image_size: [64, 96], max_objects: 2, colour_by_class: true, seed: 0}"
+
+
+def tiny(tmp_path, *extra, synthetic=True):
+    """Overrides for a run of seconds: 16-dim backbone, 8 train / 4 val images of 64-96 pixels, no bars."""
+    data = [TINY_DATA, f"data.root={tmp_path / 'shapes'}"] if synthetic else []
+    return [TINY_BACKBONE, *data, f"log.output={tmp_path / 'runs'}",
+            "train.batch_size=4", "train.threads=1", "sched.warmup_iters=2", "log.progress=false",
+            "log.tensorboard=false", *extra]
+
+
+DETECT = ("model.fpn_channels=32", "model.kwargs.min_size=64", "model.kwargs.max_size=96", "train.epochs=2")
+SEGMENT = ("model.pyramid_channels=32", "model.segmentation_channels=32", "data.crop_size=[64, 64]",
+           "data.short_side_range=[64, 96]", "train.iterations=6", "eval.interval=3")
+
+
+def rows(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def runs_in(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

@@ -5,8 +5,13 @@
 >>> model = dense.upernet("crossformer_small", num_classes=150)          # paper's UPerNet head + aux head
 >>> model = dense.build_model(model.build_config)                        # rebuild from a saved config
 
-Needs the ``dense`` extra (segmentation-models-pytorch, pycocotools). See docs/dense.md.
+Needs the ``dense`` extra (segmentation-models-pytorch, pycocotools). See docs/dense.md. This package holds the
+models and their official-weight mapping only; their data are in :mod:`crossformer_vision.data` (COCO, label
+folders, the synthetic shapes), metrics in :mod:`crossformer_vision.metrics`, training in
+:mod:`crossformer_vision.train`.
 """
+import importlib
+import warnings
 from typing import Any, Callable, Dict, Mapping
 
 from torch import nn
@@ -19,23 +24,9 @@ from .backbone import (
     find_crossformer,
     load_backbone_weights,
 )
-from .datasets import (
-    CocoInstances,
-    SegmentationFolder,
-    ade20k,
-    collate_detection,
-    collate_segmentation,
-    detection_transforms,
-    load_image,
-    pad_to_multiple,
-    segmentation_transforms,
-)
 from .detection import PAPER_DETECTION, fasterrcnn, maskrcnn, retinanet
-from .metrics import CocoEvaluator, SegmentationEvaluator
 from .mmcv_weights import DenseLoadReport, convert_mmcv_state_dict, load_dense_checkpoint
-from .segmentation import PAPER_SEGMENTATION, Segmenter, segmentation_loss, semantic_fpn, upernet
-from .synthetic import SHAPES, SyntheticDataset, make_synthetic_dataset
-from .visualize import draw_detections, draw_segmentation, palette, save_png, side_by_side
+from .segmentation import PAPER_SEGMENTATION, Segmenter, pad_to_multiple, segmentation_loss, semantic_fpn, upernet
 
 #: Builders by architecture name (the ``arch`` of a model's ``build_config``).
 ARCHITECTURES: Dict[str, Callable[..., nn.Module]] = {
@@ -73,45 +64,52 @@ def build_model(config: Mapping[str, Any], **overrides: Any) -> nn.Module:
     return ARCHITECTURES[arch](**args, **extra)
 
 
+#: Names this package held before the data, metrics and drawing code moved to their own layers, and where they
+#: are now; ``crossformer_vision.dense.<name>`` still works (with a DeprecationWarning) for one release.
+_MOVED = {
+    **{name: "crossformer_vision.data.detection" for name in ("CocoInstances", "collate_detection", "detection_transforms")},
+    **{name: "crossformer_vision.data.segmentation" for name in ("SegmentationFolder", "ade20k", "collate_segmentation",
+                                                               "segmentation_transforms")},
+    **{name: "crossformer_vision.data.synthetic" for name in ("SHAPES", "SyntheticDataset", "make_synthetic_dataset")},
+    "load_image": "crossformer_vision.data.images:load_image_tensor",
+    "CocoEvaluator": "crossformer_vision.metrics.coco",
+    "SegmentationEvaluator": "crossformer_vision.metrics.semantic",
+    **{name: "crossformer_vision.train.visualize" for name in ("draw_detections", "draw_segmentation", "palette",
+                                                             "save_png", "side_by_side")},
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = _MOVED[name].partition(":")
+    warnings.warn(f"crossformer_vision.dense.{name} moved to {module}"
+                  f"{f' as {attribute}' if attribute else ''}; the old name goes in the next release",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(module), attribute or name)
+
+
 __all__ = [
     "ARCHITECTURES",
     "HIGH_RESOLUTION",
     "PAPER_DETECTION",
     "PAPER_SEGMENTATION",
-    "SHAPES",
     "TASKS",
-    "CocoEvaluator",
-    "CocoInstances",
     "CrossFormerFPN",
     "DenseLoadReport",
     "LastLevelP6P7",
-    "SegmentationEvaluator",
-    "SegmentationFolder",
     "Segmenter",
-    "SyntheticDataset",
-    "ade20k",
     "build_backbone",
     "build_model",
-    "collate_detection",
-    "collate_segmentation",
     "convert_mmcv_state_dict",
-    "detection_transforms",
-    "draw_detections",
-    "draw_segmentation",
     "fasterrcnn",
     "find_crossformer",
     "load_backbone_weights",
     "load_dense_checkpoint",
-    "load_image",
-    "make_synthetic_dataset",
     "maskrcnn",
     "pad_to_multiple",
-    "palette",
     "retinanet",
-    "save_png",
     "segmentation_loss",
-    "segmentation_transforms",
     "semantic_fpn",
-    "side_by_side",
     "upernet",
 ]

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops import feature_pyramid_network as tv_fpn
 
-from ..model import CrossFormer
-from ..variants import create_model
-from ..weights import (
+from ..models import CrossFormer, create_model
+from ..models.official import (
     CheckpointError,
     LoadReport,
     PathLike,

@@ -22,8 +22,9 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-from ..weights import PathLike
+from ..utils.files import PathLike
 from .backbone import CrossFormerFPN, backbone_kwargs_for, build_backbone
+from .mmcv_weights import finish_dense_model
 
 __all__ = ["PAPER_DETECTION", "fasterrcnn", "maskrcnn", "retinanet", "retinanet_anchor_generator"]
 
@@ -65,17 +66,6 @@ def _check_num_classes(num_classes: int) -> None:
             f"num_classes must be the number of object classes, a positive int (COCO: 80), got {num_classes!r}; "
             "background is added internally"
         )
-
-
-def _finish(model: Any, config: Dict[str, Any], weights: Optional[PathLike]) -> Any:
-    """Record how the model was built (for rebuilding from a saved checkpoint) and load full weights."""
-    model.build_config = config
-    model.num_classes = config["num_classes"]
-    if weights is not None:
-        from .mmcv_weights import load_dense_checkpoint
-
-        load_dense_checkpoint(model, weights)
-    return model
 
 
 def retinanet(
@@ -120,7 +110,7 @@ def retinanet(
     net = build_backbone(backbone, (1, 2, 3), fpn_channels, "p6p7", relu_before_p7, backbone_weights, **bkw)
     kwargs.setdefault("detections_per_img", 100)
     model = RetinaNet(net, num_classes + 1, anchor_generator=retinanet_anchor_generator(), **kwargs)
-    return _finish(model, config, weights)
+    return finish_dense_model(model, config, weights)
 
 
 def _rcnn_backbone(
@@ -164,7 +154,7 @@ def fasterrcnn(
                   kwargs=dict(kwargs))
     net = _rcnn_backbone(backbone, backbone_weights, high_resolution, lda_mode, backbone_kwargs, fpn_channels)
     _rcnn_defaults(kwargs)
-    return _finish(FasterRCNN(net, num_classes + 1, **kwargs), config, weights)
+    return finish_dense_model(FasterRCNN(net, num_classes + 1, **kwargs), config, weights)
 
 
 def maskrcnn(
@@ -202,4 +192,4 @@ def maskrcnn(
                   kwargs=dict(kwargs))
     net = _rcnn_backbone(backbone, backbone_weights, high_resolution, lda_mode, backbone_kwargs, fpn_channels)
     _rcnn_defaults(kwargs)
-    return _finish(MaskRCNN(net, num_classes + 1, **kwargs), config, weights)
+    return finish_dense_model(MaskRCNN(net, num_classes + 1, **kwargs), config, weights)

@@ -35,7 +35,8 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 import torch
 from torch import Tensor, nn
 
-from ..weights import CheckpointError, PathLike, convert_official_state_dict, load_checkpoint_file, unwrap_state_dict
+from ..models.official import CheckpointError, convert_official_state_dict, load_checkpoint_file, unwrap_state_dict
+from ..utils.files import PathLike
 from .backbone import find_crossformer
 
 __all__ = ["DenseLoadReport", "convert_mmcv_state_dict", "load_dense_checkpoint"]
@@ -360,3 +361,19 @@ def load_dense_checkpoint(
     if source != "own" and class_names:
         model.class_names = class_names
     return DenseLoadReport(source, sorted(converted), missing, unused, class_names)
+
+
+def finish_dense_model(model: nn.Module, config: Dict[str, Any], weights: Optional[PathLike] = None,
+                       backbone_weights: Optional[PathLike] = None) -> nn.Module:
+    """The last step of every dense builder: record how ``model`` was built (``model.build_config``: a saved
+    checkpoint rebuilds it from that) and load its starting weights: a backbone checkpoint, then complete-model
+    weights (an official mmdet/mmseg file or one of ours)."""
+    from .backbone import load_backbone_weights
+
+    model.build_config = config
+    model.num_classes = config["num_classes"]
+    if backbone_weights is not None:
+        load_backbone_weights(model, backbone_weights)
+    if weights is not None:
+        load_dense_checkpoint(model, weights)
+    return model

@@ -17,18 +17,19 @@ Two decoder layouts:
 
 The differences are listed in docs/dense.md.
 """
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor, nn
 
-from ..weights import PathLike
-from .backbone import backbone_kwargs_for, load_backbone_weights
-from .datasets import pad_to_multiple
+from ..utils.files import PathLike
+from .backbone import backbone_kwargs_for
+from .mmcv_weights import finish_dense_model
 
-__all__ = ["LAYOUTS", "PAPER_SEGMENTATION", "Segmenter", "segmentation_loss", "semantic_fpn", "upernet"]
+__all__ = ["LAYOUTS", "PAPER_SEGMENTATION", "TEST_MODES", "Segmenter", "pad_to_multiple", "segment", "segmentation_loss",
+           "semantic_fpn", "upernet"]
 
 LAYOUTS = ("mmseg", "smp")
 
@@ -40,6 +41,18 @@ PAPER_SEGMENTATION: Dict[str, Dict[str, float]] = {
     "upernet_crossformer_small": dict(params_m=62.3, miou=47.6, ms_miou=48.4, iterations=160_000),
     "upernet_crossformer_base": dict(params_m=83.6, miou=49.7, ms_miou=50.6, iterations=160_000),
 }
+
+
+def pad_to_multiple(tensor: Tensor, multiple: int = 32, value: float = 0.0) -> Tensor:
+    """Pad the last two dimensions (bottom and right) up to multiples of ``multiple``.
+
+    smp models need inputs whose height and width are multiples of 32; use ``value=255`` (the ignore index)
+    for label maps and crop predictions back to the original size afterwards. ``(..., H, W)`` -> ``(..., H', W')``.
+    """
+    pad_h, pad_w = -tensor.shape[-2] % multiple, -tensor.shape[-1] % multiple
+    if not (pad_h or pad_w):
+        return tensor
+    return F.pad(tensor, (0, pad_w, 0, pad_h), value=value)
 
 
 class Segmenter(nn.Module):
@@ -98,33 +111,117 @@ class Segmenter(nn.Module):
         return result
 
     @torch.no_grad()
-    def predict(self, images: Tensor, short_side: Optional[int] = None, max_long_side: Optional[int] = None) -> Tensor:
-        """Class index per pixel, at the input's resolution.
-
-        Args:
-            images: ``(B, 3, H, W)`` in [0, 1].
-            short_side: Optionally resize (keeping the aspect ratio) so the short side has this length
-                before the network, e.g. 512 for ADE20K; logits are resized back (bilinear) before argmax.
-            max_long_side: Upper bound on the long side when resizing (2048 for ADE20K).
+    def predict(self, images: Tensor, short_side: Optional[int] = None, max_long_side: Optional[int] = None,
+                scales: Sequence[float] = (1.0,), flip: bool = False, mode: str = "whole",
+                window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None) -> Tensor:
+        """Class index per pixel, at the input's resolution (:func:`segment` with this model's logits).
 
         Returns:
             ``(B, H, W)`` int64 labels.
         """
+        return self.predict_probabilities(images, short_side, max_long_side, scales, flip, mode, window, stride).argmax(1)
+
+    @torch.no_grad()
+    def predict_probabilities(self, images: Tensor, short_side: Optional[int] = None,
+                              max_long_side: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
+                              mode: str = "whole", window: Optional[Sequence[int]] = None,
+                              stride: Optional[Sequence[int]] = None) -> Tensor:
+        """Class probabilities ``(B, K, H, W)`` at the input's resolution; see :func:`segment`."""
         was_training = self.training
         self.eval()
-        height, width = images.shape[-2:]
-        x = images
-        if short_side is not None:
-            scale = short_side / min(height, width)
-            if max_long_side is not None:
-                scale = min(scale, max_long_side / max(height, width))
-            size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            x = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        logits = self(x)["out"]
-        if logits.shape[-2:] != (height, width):
-            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        self.train(was_training)
-        return logits.argmax(1)
+        try:
+            return segment(lambda x: self(x)["out"], images, short_side, max_long_side, scales, flip, mode, window, stride)
+        finally:
+            self.train(was_training)
+
+
+#: How :func:`segment` runs the network on an image: on the whole image, or on overlapping windows.
+TEST_MODES = ("whole", "slide")
+
+
+def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _slide(logits_of: Callable[[Tensor], Tensor], images: Tensor, window: Sequence[int], stride: Sequence[int]) -> Tensor:
+    """Logits averaged over ``window``-sized crops every ``stride`` pixels (the last ones flush with the image's
+    bottom/right edges), as mmsegmentation's sliding-window test; one window when it covers the image."""
+    height, width = images.shape[-2:]
+    (wh, ww), (sh, sw) = window, stride
+    rows = max(height - wh + sh - 1, 0) // sh + 1
+    cols = max(width - ww + sw - 1, 0) // sw + 1
+    total, count = None, images.new_zeros(1, 1, height, width)
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * sh + wh, height), min(c * sw + ww, width)
+            y1, x1 = max(y2 - wh, 0), max(x2 - ww, 0)
+            logits = logits_of(images[..., y1:y2, x1:x2])
+            if total is None:
+                total = images.new_zeros(images.shape[0], logits.shape[1], height, width)
+            total[..., y1:y2, x1:x2] += logits
+            count[..., y1:y2, x1:x2] += 1
+    return total / count
+
+
+def segment(logits_of: Callable[[Tensor], Tensor], images: Tensor, short_side: Optional[int] = None,
+            max_long_side: Optional[int] = None, scales: Sequence[float] = (1.0,), flip: bool = False,
+            mode: str = "whole", window: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None) -> Tensor:
+    """Class probabilities of a segmentation network at the images' resolution, with the paper's test protocols.
+
+    The single-scale test (the defaults) resizes to ``short_side`` (capped by ``max_long_side``) when given,
+    runs the network once and resizes its logits back. The multi-scale test ("MS IoU" of the papers, mmseg's
+    aug test) does the same at each of ``scales`` times that size (times the image's own size without
+    ``short_side``), with ``flip`` also on the horizontally flipped image (its output flipped back), and
+    averages the softmax probabilities. ``mode="slide"`` runs the network on ``window``-sized crops every
+    ``stride`` pixels instead of the whole (resized) image and averages overlapping logits, for images larger
+    than the training crop.
+
+    Args:
+        logits_of: ``(B, 3, h, w)`` images -> ``(B, K, h, w)`` logits (e.g. a :class:`Segmenter`'s ``"out"``).
+        images: ``(B, 3, H, W)`` in [0, 1].
+        short_side, max_long_side: Resize before the network (ADE20K: 512 and 2048), per scale.
+        scales: Factors of that size; ``(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)`` is the papers' MS test.
+        flip: Also evaluate the mirrored image.
+        mode: ``"whole"`` or ``"slide"``.
+        window, stride: ``(height, width)`` of the windows and their steps (``mode="slide"``; the stride
+            defaults to two thirds of the window, as the paper's 512 / 341).
+
+    Returns:
+        ``(B, K, H, W)`` probabilities (summing to 1 over ``K``).
+    """
+    if mode not in TEST_MODES:
+        raise ValueError(f"mode must be one of {TEST_MODES}, got {mode!r}")
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(f"scales must be positive numbers, got {list(scales)}")
+    if mode == "slide":
+        if window is None or len(window) != 2 or min(window) < 1:
+            raise ValueError(f"mode='slide' needs window=(height, width) of at least 1 pixel, got {window!r}")
+        stride = stride or [max(1, 2 * w // 3) for w in window]
+        if len(stride) != 2 or min(stride) < 1:
+            raise ValueError(f"stride must be (height, width) of at least 1 pixel, got {stride!r}")
+    height, width = images.shape[-2:]
+    base = 1.0
+    if short_side is not None:
+        base = short_side / min(height, width)
+        if max_long_side is not None:
+            base = min(base, max_long_side / max(height, width))
+    probabilities = None
+    views = 0
+    for scale in scales:
+        factor = base * scale
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
+        x = images if size == (height, width) else F.interpolate(
+            images, size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
+        for mirrored in ((False, True) if flip else (False,)):
+            view = x.flip(-1) if mirrored else x
+            logits = _slide(logits_of, view, window, stride) if mode == "slide" else logits_of(view)
+            logits = logits.flip(-1) if mirrored else logits
+            p = _resize(logits, (height, width)).softmax(1)
+            probabilities = p if probabilities is None else probabilities + p
+            views += 1
+    return probabilities / views
 
 
 def segmentation_loss(
@@ -173,17 +270,6 @@ def _check(num_classes: int, layout: str) -> None:
 
 def _upsample(scale: int) -> nn.Module:
     return nn.Upsample(scale_factor=scale, mode="bilinear", align_corners=False)
-
-
-def _finish(model: Segmenter, config: Dict[str, Any], backbone_weights: Optional[PathLike], weights: Optional[PathLike]) -> Segmenter:
-    model.build_config = config
-    if backbone_weights is not None:
-        load_backbone_weights(model, backbone_weights)
-    if weights is not None:
-        from .mmcv_weights import load_dense_checkpoint
-
-        load_dense_checkpoint(model, weights)
-    return model
 
 
 def upernet(
@@ -238,7 +324,7 @@ def upernet(
     head = None
     if aux_head:
         head = _aux_fcn_head(net.encoder.out_channels[4], aux_channels, num_classes, dropout)
-    return _finish(Segmenter(net, num_classes, head, aux_stage=2), config, backbone_weights, weights)
+    return finish_dense_model(Segmenter(net, num_classes, head, aux_stage=2), config, weights, backbone_weights)
 
 
 def _mmseg_scale_head(block: nn.Module, pyramid_channels: int, norm: str) -> nn.Module:
@@ -302,4 +388,4 @@ def semantic_fpn(
         )
         net.decoder.dropout = nn.Dropout2d(dropout)
         net.segmentation_head[1] = _upsample(4)
-    return _finish(Segmenter(net, num_classes), config, backbone_weights, weights)
+    return finish_dense_model(Segmenter(net, num_classes), config, weights, backbone_weights)

@@ -1,1 +1,0 @@
-"""Subcommands of the ``crossformer`` command: each module defines ``register(subparsers)``."""
