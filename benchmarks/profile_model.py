@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from crossformer_vision.tools.bench import build_model
+from crossformer_vision.tools.bench import bench_optimizer, build_model
 
 CATEGORIES = ("linear", "conv", "copies", "layernorm", "gelu", "attention", "softmax", "add", "fused", "other")
 _EXACT = {
@@ -44,11 +44,11 @@ def category(op: str) -> str:
 
 
 def straightforward(model: torch.nn.Module) -> None:
-    """Turn off our speed paths (cache-sized pieces, explicit attention on the CPU, oneDNN linear layers):
-    the "before" profile."""
+    """Turn off our speed paths (cache-sized pieces, explicit attention on the CPU, oneDNN linear layers, the
+    stem's kernels in blocks): the "before" profile."""
     from crossformer_vision import optimize
 
-    optimize(model, onednn=False, cpu_pieces=0, sdpa_on_cpu=True)
+    optimize(model, onednn=False, cpu_pieces=0, sdpa_on_cpu=True, conv_blocks=False)
 
 
 def profile(name: str, batch_size: int, img_size: int, device: str, train: bool, iters: int, warmup: int,
@@ -62,7 +62,7 @@ def profile(name: str, batch_size: int, img_size: int, device: str, train: bool,
         inductor_config.cpp.enable_kernel_profile = True  # name each generated CPU kernel in the profile
         model = torch.compile(model)
     x = torch.randn(batch_size, 3, img_size, img_size, device=device)
-    optimizer = torch.optim.AdamW(model.parameters()) if train else None
+    optimizer = bench_optimizer(model) if train else None  # fused AdamW where this torch has it, as the bench
 
     def step() -> None:
         if train:

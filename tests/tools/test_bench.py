@@ -144,6 +144,7 @@ def test_cli_writes_table_json_and_png(cli_run, capsys):
     result = json.loads((out / "b.json").read_text())
     assert set(result) == {"machine", "options", "roofline", "rows"}
     assert result["machine"]["torch"] == torch.__version__ and result["machine"]["device_name"]
+    assert result["machine"]["isa"] and result["machine"]["aten_capability"] == torch.backends.cpu.get_cpu_capability()
     assert [r["model"] for r in result["rows"]] == ["crossformer_micro", "test_vit"]
     for row in result["rows"]:
         _check_row(row, memory=True)
@@ -284,10 +285,17 @@ def test_vs_official_script_with_a_stand_in_checkout(tmp_path, capsys):
     (repo / "models").mkdir(parents=True)
     (repo / "models" / "crossformer.py").write_text("from crossformer_vision import CrossFormer  # stand-in\n")
     assert script.main(["crossformer_micro", "--official-repo", str(repo), "--img-size", "64", "-b", "2",
-                        "--threads", "1", "--warmup", "0", "--reps", "1", "--json", str(tmp_path / "v.json")]) == 0
-    row, = json.loads((tmp_path / "v.json").read_text())
-    assert row["max_abs_diff"] < 1e-4 and row["official_img_s"]["median"] > 0 and row["ours_img_s"]["median"] > 0
-    assert "| crossformer_micro |" in capsys.readouterr().out
+                        "--small-batch", "1", "--swin", "test_vit", "--threads", "1", "--warmup", "0", "--rounds", "2",
+                        "--json", str(tmp_path / "v.json")]) == 0
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["outputs"]["max_abs_diff"] < 1e-4 and result["machine"]["isa"]
+    assert set(result["rates"]) == {"ours", "official", "swin"} and set(result["ratios"]) == {"official", "swin"}
+    assert all(len(t) == 2 and min(t) > 0 for per in result["times"].values() for t in per.values())
+    assert {(t["measurement"], t["against"]) for t in result["targets"]} == {
+        ("infer", "swin"), ("infer", "official"), ("infer_small", "official"), ("latency", "official"),
+        ("train", "swin"), ("train", "official")}
+    out = capsys.readouterr().out
+    assert "| official | inference b2 |" in out and "| swin | training step b2 |" in out and "cpu: " in out
 
     # an original-branch-like checkout: no use_acl, so no CrossFormer++
     (repo / "models" / "crossformer.py").write_text(
@@ -298,3 +306,72 @@ def test_vs_official_script_with_a_stand_in_checkout(tmp_path, capsys):
     assert "check out the main branch" in capsys.readouterr().err
     assert script.main(["--official-repo", str(tmp_path / "nowhere")]) == 2
     assert "must be a checkout of https://github.com/cheerss/CrossFormer" in capsys.readouterr().err
+
+
+def test_interleaved_rounds_rotate_and_ratios_are_paired():
+    script = _script("vs_official")
+    order = []
+    calls = {n: {"infer": (lambda n=n: order.append(n)), "latency": (lambda n=n: order.append(n))} for n in ("ours", "a", "b")}
+    times = script.interleaved(calls, warmup=1, rounds=3)
+    assert order[:6] == ["ours", "a", "b"] * 2 and order[6:9] == ["a", "b", "ours"] and order[12:15] == ["b", "ours", "a"]
+    assert all(len(t) == 3 for per in times.values() for t in per.values())
+    # a slow round slows every model: paired ratios stay 2x, unpaired medians would not see it
+    times = {"ours": {"infer": [1.0, 5.0, 1.0], "latency": [0.1, 0.5, 0.1]},
+             "a": {"infer": [2.0, 10.0, 2.0], "latency": [0.2, 1.0, 0.2]}}
+    result = script.paired_ratios(times, {"infer": 4, "latency": 1})
+    assert result["ratios"]["a"] == {"infer": 2.0, "latency": 0.5}
+    assert result["rates"]["ours"]["infer"] == 4.0 and result["rates"]["a"]["latency"] == 200.0
+    rows = script.targets_table({"official": {"infer": 1.6, "infer_small": 1.3, "latency": 0.7, "train": 1.2}})
+    assert [(r["measurement"], r["met"]) for r in rows] == [("infer", True), ("infer_small", False), ("latency", True),
+                                                            ("train", False)]
+
+
+def test_cpu_facts_name_the_isa_its_extensions_limits_and_libraries(monkeypatch):
+    from crossformer_vision.tools import bench
+
+    monkeypatch.setattr(bench, "_cpuinfo", lambda: {"model name": "Some EPYC", "flags": "fpu sse avx avx2 fma"})
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    facts = bench.cpu_facts()
+    assert facts["cpu"] == "Some EPYC" and facts["isa"] == "AVX2" and facts["isa_extensions"] == []
+    assert facts["isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    if torch.backends.mkldnn.is_available():
+        assert facts["onednn"] and facts["onednn"][0].isdigit()
+    monkeypatch.setattr(bench, "_cpuinfo", lambda: {"model name": "Some Xeon",
+                                                    "flags": "avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16"})
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    facts = bench.cpu_facts()
+    assert facts["isa"] == "AVX-512" and facts["isa_extensions"] == ["AVX512-VNNI", "AVX512-BF16", "AMX"]
+    line = bench.describe_cpu(facts)
+    assert line.startswith("Some Xeon, AVX-512 (+AVX512-VNNI, AVX512-BF16, AMX), ATen ") and "limited" not in line
+    monkeypatch.setattr(bench, "_cpuinfo", lambda: {})  # no /proc/cpuinfo: what ATen dispatches to
+    assert bench.cpu_facts()["isa"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_gpu_check_rehearses_on_the_cpu(tmp_path, capsys):
+    """benchmarks/gpu_check.sh runs this script on a lent GPU; here it runs with tiny models on the CPU: the
+    correctness checks compare the device with the CPU, the speed table and the files come out."""
+    script = _script("gpu_check")
+    assert script.main(["--out", str(tmp_path), "--device", "cpu", "--tiny", "--no-compile"]) == 0
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(result["checks"]) == {"classifier", "dense_backbone", "detector_step"}
+    for check in result["checks"].values():
+        assert check["fp32"]["max_rel_diff"] == 0.0 and check["fp32"]["ok"]  # the same device: the same numbers
+        assert 0 < check["bf16"]["max_rel_diff"] < script.BF16_TOL and check["bf16"]["cosine"] > 0.99
+    assert [r["model"] for r in result["rows"]] == list(script.TINY_MODELS)
+    assert all(r["infer_img_s"]["median"] > 0 and r["train_img_s"]["median"] > 0 and r["infer_peak_frac"] > 0
+               and r["compiled"] is False for r in result["rows"])
+    assert (tmp_path / "gpu_check.png").stat().st_size > 10_000
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "| detector_step |" in md and "| crossformer_micro |" in md and md in capsys.readouterr().out
+    if not torch.cuda.is_available():
+        assert script.main(["--out", str(tmp_path)]) == 2
+        assert "no CUDA device here" in capsys.readouterr().err
+
+
+def test_gpu_check_tolerances_fail_real_differences():
+    script = _script("gpu_check")
+    ref = [torch.linspace(-1, 1, 100)]
+    assert script.compare(ref, [ref[0] + 5e-5], bf16=False)["ok"]
+    assert not script.compare(ref, [ref[0] + 2e-4], bf16=False)["ok"]
+    assert script.compare(ref, [ref[0] * 1.01], bf16=True)["ok"]
+    assert not script.compare(ref, [ref[0] + 0.1], bf16=True)["ok"]  # 10% off

@@ -432,7 +432,7 @@ class CrossFormerStage(nn.Module):
         drop_paths = [drop_path] * depth if isinstance(drop_path, (int, float)) else list(drop_path)
         if downsample:
             self.downsample: nn.Module = CrossScaleEmbedding(
-                in_dim, dim, tuple(merge_size), stride=2, norm_layer=norm_layer, norm_first=True
+                in_dim, dim, tuple(merge_size), stride=2, norm_layer=norm_layer, norm_first=True, runtime=runtime
             )
         else:
             self.downsample = nn.Identity()
@@ -607,6 +607,7 @@ class CrossFormer(nn.Module):
             patch_size if embed_layer == "cel" else (stem_stride,),
             stride=stem_stride,
             norm_layer=norm_layer if patch_norm else None,
+            runtime=self.runtime,
         )
         self.absolute_pos_embed = None
         if pos_embed == "ape":

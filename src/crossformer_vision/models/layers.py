@@ -19,7 +19,10 @@ from timm.layers import resample_abs_pos_embed, trunc_normal_
 from timm.models import register_notrace_module
 from torch import Tensor, nn
 
+from ..runtime.conv import space_to_depth_conv
+from ..runtime.dispatch import conv_in_blocks
 from ..runtime.export import plain_layout
+from ..runtime.options import RuntimeOptions
 
 __all__ = [
     "ActivationCoolingLayer",
@@ -61,7 +64,11 @@ class CrossScaleEmbedding(nn.Module):
         norm_first: Normalise the input (``in_dim``) instead of the output (``out_dim``).
         channels_last_input: Input is ``(B, H, W, C)``; otherwise ``(B, C, H, W)``. Output is always
             ``(B, H', W', out_dim)``.
+        runtime: The model's runtime options: in CPU training the large kernels may run in ``stride x stride``
+            blocks (same numbers, :func:`crossformer_vision.runtime.dispatch.conv_in_blocks`).
     """
+
+    __jit_ignored_attributes__ = ["runtime"]
 
     def __init__(
         self,
@@ -72,8 +79,10 @@ class CrossScaleEmbedding(nn.Module):
         norm_layer: Optional[type] = nn.LayerNorm,
         norm_first: bool = False,
         channels_last_input: bool = False,
+        runtime: Optional[RuntimeOptions] = None,
     ) -> None:
         super().__init__()
+        self.runtime = runtime if runtime is not None else RuntimeOptions()
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes:
             raise ValueError("kernel_sizes must name at least one kernel size")
@@ -110,7 +119,15 @@ class CrossScaleEmbedding(nn.Module):
             x = x.permute(0, 3, 1, 2)
         if not torch.jit.is_scripting() and (self.norm_first or self.channels_last_input):
             x = plain_layout(x)  # torch.export: NCHW memory keeps the graph valid for every batch size
-        outs = [proj(x).permute(0, 2, 3, 1) for proj in self.projs]  # each (B, H', W', d_i)
+        outs: List[Tensor] = []
+        for proj in self.projs:  # each (B, H', W', d_i); large kernels in CPU training in blocks (same numbers)
+            if torch.jit.is_scripting():
+                y = proj(x)
+            elif conv_in_blocks(self.runtime, x, proj):
+                y = space_to_depth_conv(x, proj)
+            else:
+                y = proj(x)
+            outs.append(y.permute(0, 2, 3, 1))
         x = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
         if not self.norm_first:
             x = self.norm(x)

@@ -29,6 +29,11 @@ Within a path (2-4):
 * the block's MLP as two fused oneDNN calls in ``PIECES``, and in ``INFERENCE`` under torch.compile only:
   eagerly whole-tensor blocks run their MLP as written, which FX graphs of the model (that trace it)
   reproduce exactly.
+
+The cross-scale embedding asks :func:`conv_in_blocks` for each of its convolutions: in eager CPU training
+(autograd recording, no tracer, no torch.compile) with ``options.conv_blocks``, a kernel of at least four
+times the stride (the stem's 16 and 32) runs as :func:`~.conv.space_to_depth_conv`; everything else is the
+direct convolution.
 """
 from typing import NamedTuple, Optional
 
@@ -37,11 +42,13 @@ from timm.layers import Mlp
 from torch import Tensor, nn
 
 from . import onednn
+from .conv import blockable
 from .kernels import opaque_attention_available
 from .options import RuntimeOptions
 from .tracing import is_compiling, is_exporting, is_fx_tracing, static_sizes
 
-__all__ = ["EXPORT", "INFERENCE", "PIECES", "REFERENCE", "Plan", "choose", "fusable_mlp", "reference_plan"]
+__all__ = ["EXPORT", "INFERENCE", "PIECES", "REFERENCE", "Plan", "choose", "conv_in_blocks", "fusable_mlp",
+           "reference_plan"]
 
 REFERENCE = "reference"
 INFERENCE = "inference"
@@ -123,4 +130,20 @@ def fusable_mlp(mlp: nn.Module) -> bool:
         and isinstance(mlp.fc1, nn.Linear)
         and isinstance(mlp.fc2, nn.Linear)
         and mlp.fc1.weight.dtype == mlp.fc2.weight.dtype == torch.float32
+    )
+
+
+def conv_in_blocks(options: RuntimeOptions, x: Tensor, conv: nn.Conv2d) -> bool:
+    """Whether the cross-scale embedding computes ``conv(x)`` as :func:`~.conv.space_to_depth_conv`: eager CPU
+    training of a kernel at least four times its stride (measured in :mod:`.conv`; smaller kernels, merges and
+    inference are faster direct). Tracers and torch.compile record the direct convolution."""
+    if is_fx_tracing() or is_exporting() or is_compiling() or torch.jit.is_tracing():
+        return False
+    return (
+        options.conv_blocks
+        and x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and conv.weight.requires_grad
+        and conv.kernel_size[0] >= 4 * conv.stride[0]
+        and blockable(conv)
     )

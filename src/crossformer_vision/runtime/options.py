@@ -32,15 +32,19 @@ class RuntimeOptions:
             faster there. Accelerators always use SDPA when ``fused_attn`` is on.
         bias_cache: In inference, each attention layer computes its position bias and padding mask once per
             input size and reuses them while its position-bias weights are unchanged.
+        conv_blocks: CPU training computes the stem's convolutions with kernels of at least four times their
+            stride (16 and 32) as stride-1 convolutions of ``stride x stride`` blocks, whose weight gradient
+            runs at GEMM rate (:mod:`crossformer_vision.runtime.conv`).
     """
 
     onednn: bool = True
     cpu_pieces: int = DEFAULT_CPU_PIECES
     sdpa_on_cpu: bool = False
     bias_cache: bool = True
+    conv_blocks: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("onednn", "sdpa_on_cpu", "bias_cache"):
+        for name in ("onednn", "sdpa_on_cpu", "bias_cache", "conv_blocks"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if isinstance(self.cpu_pieces, bool) or not isinstance(self.cpu_pieces, int) or self.cpu_pieces < 0:
@@ -54,6 +58,7 @@ def optimize(
     cpu_pieces: int = DEFAULT_CPU_PIECES,
     sdpa_on_cpu: bool = False,
     bias_cache: bool = True,
+    conv_blocks: bool = True,
 ) -> nn.Module:
     """Set the speed switches of every CrossFormer module in ``model`` (see :class:`RuntimeOptions`); returns
     ``model``.
@@ -66,7 +71,8 @@ def optimize(
     Raises:
         TypeError: ``model`` contains no module with runtime options (not a CrossFormer).
     """
-    options = RuntimeOptions(onednn=onednn, cpu_pieces=cpu_pieces, sdpa_on_cpu=sdpa_on_cpu, bias_cache=bias_cache)
+    options = RuntimeOptions(onednn=onednn, cpu_pieces=cpu_pieces, sdpa_on_cpu=sdpa_on_cpu, bias_cache=bias_cache,
+                             conv_blocks=conv_blocks)
     found = False
     for module in model.modules():
         if isinstance(getattr(module, "runtime", None), RuntimeOptions):

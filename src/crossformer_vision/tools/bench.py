@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,14 +46,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from ..runtime import onednn
+from ..utils.optim import with_fused_kernel
 
 __all__ = [
     "DEFAULT_TIMM_MODELS",
     "BenchOptions",
     "MatmulOp",
     "add_arguments",
+    "bench_optimizer",
+    "add_roofline",
     "build_model",
+    "cpu_facts",
     "default_models",
+    "describe_cpu",
     "format_table",
     "machine_info",
     "matmul_peak",
@@ -481,12 +487,9 @@ def _threads(n: int):
 
 
 
-def _adamw(model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW as a trainer would configure it: the fused kernel where this torch has it (CPU since 2.4)."""
-    try:
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
+def bench_optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW as the trainer builds it: the fused kernel where this torch has one (CPU since 2.4)."""
+    return with_fused_kernel(lambda **fused: torch.optim.AdamW(model.parameters(), lr=1e-4, **fused))
 
 def measure_model(name: str, opts: BenchOptions, measure_memory: bool = False) -> Dict[str, Any]:
     """All measurements of one model in this process (see the module docstring); one result row.
@@ -522,7 +525,7 @@ def measure_model(name: str, opts: BenchOptions, measure_memory: bool = False) -
                     net(x)
             return summarize(time_calls(call, opts.warmup, opts.reps, dev, opts.min_rep_time))
 
-        optimizer = _adamw(model) if opts.train else None
+        optimizer = bench_optimizer(model) if opts.train else None
 
         def timed_train(net: nn.Module, x: torch.Tensor) -> Dict[str, float]:
             net.train()
@@ -584,7 +587,7 @@ def measure_model(name: str, opts: BenchOptions, measure_memory: bool = False) -
     return row
 
 
-def _add_roofline(row: Dict[str, Any], peak_gflops: float, onednn_gflops: Optional[float] = None) -> None:
+def add_roofline(row: Dict[str, Any], peak_gflops: float, onednn_gflops: Optional[float] = None) -> None:
     """Achieved GFLOP/s (2 x MACs x images/s; training 3x), the fraction of the torch.mm roofline and,
     where measured, of the oneDNN matmul rate."""
     macs = row["gmacs"]
@@ -604,25 +607,82 @@ def _add_roofline(row: Dict[str, Any], peak_gflops: float, onednn_gflops: Option
 # --------------------------------------------------------------------------------------------- many models
 
 
-def _cpu_name() -> str:
+#: /proc/cpuinfo flag -> name of the vector extensions that decide the speed of fp32/bf16 kernels.
+_ISA_EXTENSIONS = (("avx512_vnni", "AVX512-VNNI"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
+#: Variables that cap the instruction set a library uses (to see AVX2 behaviour on an AVX-512 machine).
+ISA_LIMIT_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
+
+
+def _cpuinfo() -> Dict[str, str]:
+    """The first processor's ``model name`` and ``flags`` from /proc/cpuinfo ({} where there is none)."""
+    found: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags") and key not in found:
+                    found[key] = value.strip()
+                if len(found) == 2:
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return found
+
+
+def _library_versions() -> Dict[str, Optional[str]]:
+    """oneDNN and BLAS builds of this torch, from ``torch.__config__.show()``."""
+    config = torch.__config__.show()
+    onednn_version = re.search(r"(?:oneDNN|MKL-DNN) v([\d.]+)", config)
+    mkl = re.search(r"Math Kernel Library Version ([\d.]+)", config)
+    blas = re.search(r"BLAS_INFO=(\w+)", config)
+    return {"onednn": onednn_version.group(1) if onednn_version else None,
+            "blas": f"MKL {mkl.group(1)}" if mkl else (blas.group(1) if blas else None)}
+
+
+def cpu_facts() -> Dict[str, Any]:
+    """The CPU and what decides its speed: model name, vector ISA (AVX2, AVX-512) and its extensions
+    (AVX512-BF16, AMX...), the kernels ATen picked, variables that cap an ISA, oneDNN and BLAS versions."""
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    if "avx512f" in flags:
+        isa = "AVX-512"
+    elif "avx2" in flags:
+        isa = "AVX2"
+    elif flags:
+        isa = "below AVX2"
+    else:  # no /proc/cpuinfo (macOS, Windows): what ATen dispatches to is the best we know
+        isa = torch.backends.cpu.get_cpu_capability()
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "isa": isa,
+        "isa_extensions": [name for flag, name in _ISA_EXTENSIONS if flag in flags],
+        "aten_capability": torch.backends.cpu.get_cpu_capability(),
+        "isa_limits": {k: os.environ[k] for k in ISA_LIMIT_VARIABLES if os.environ.get(k)},
+        **_library_versions(),
+    }
+
+
+def describe_cpu(facts: Dict[str, Any]) -> str:
+    """One line for :func:`cpu_facts`, e.g. ``Intel Xeon ..., AVX-512 (+AVX512-BF16, AMX), ATen AVX512,
+    oneDNN 3.12.0, BLAS MKL 2024.2, limited by ONEDNN_MAX_CPU_ISA=AVX2``."""
+    extensions = f" (+{', '.join(facts['isa_extensions'])})" if facts["isa_extensions"] else ""
+    text = (f"{facts['cpu']}, {facts['isa']}{extensions}, ATen {facts['aten_capability']}, "
+            f"oneDNN {facts['onednn'] or '-'}, BLAS {facts['blas'] or '-'}")
+    if facts["isa_limits"]:
+        text += ", limited by " + " ".join(f"{k}={v}" for k, v in facts["isa_limits"].items())
+    return text
 
 
 def machine_info(opts: BenchOptions) -> Dict[str, Any]:
-    """Device, thread count and versions of a run."""
+    """Device, CPU facts (:func:`cpu_facts`), thread count and versions of a run."""
     import timm
 
     from .. import __version__
 
-    device_name = torch.cuda.get_device_name() if opts.device == "cuda" else _cpu_name()
-    return {"device": opts.device, "device_name": device_name, "cpu": _cpu_name(), "cores": _available_cores(),
+    cpu = cpu_facts()
+    device_name = torch.cuda.get_device_name() if opts.device == "cuda" else cpu["cpu"]
+    return {"device": opts.device, "device_name": device_name, **cpu, "cores": _available_cores(),
             "threads": opts.threads, "torch": torch.__version__, "timm": timm.__version__,
             "crossformer_vision": __version__, "python": platform.python_version(),
             "cuda": torch.version.cuda if opts.device == "cuda" else None}
@@ -665,7 +725,7 @@ def run_benchmark(models: Optional[Sequence[str]], opts: BenchOptions,
             except Exception as err:
                 row = {"model": name, "error": f"{type(err).__name__}: {err}"}
         if "error" not in row:
-            _add_roofline(row, roofline["gflops"], roofline.get("onednn_gflops"))
+            add_roofline(row, roofline["gflops"], roofline.get("onednn_gflops"))
         else:
             say(f"{name}: failed: {row['error']}")
         rows.append(row)
@@ -690,6 +750,7 @@ def format_table(result: Dict[str, Any]) -> str:
     m, r, o = result["machine"], result["roofline"], result["options"]
     lines = [
         f"device: {m['device_name']} ({m['device']}), {m['threads']} threads, torch {m['torch']}, timm {m['timm']}",
+        f"cpu: {describe_cpu(m)}",
         f"batch {o['batch_size']}, {o['img_size']}x{o['img_size']}, {o['dtype']}"
         + (f", autocast {o['amp']}" if o["amp"] else "") + (", channels_last" if o["channels_last"] else "")
         + (", grad checkpointing (training)" if o["grad_checkpointing"] else "")

@@ -35,6 +35,7 @@ from ..data.samples import DataError, data_batches
 from ..utils.distributed import (DistInfo, MetricSums, all_gather_object, all_reduce_sum, available_cores,
                                  cleanup_distributed, configure_threads, init_distributed, is_main_process)
 from ..utils.files import atomic_save, atomic_write_text, describe_os_error, remove_stale_temp_files
+from ..utils.optim import load_optimizer_state
 from ..models.official import load_state_dict_checked
 from .checkpoint import (RunDirGuard, capture_rng_state, create_run_dir, read_run_checkpoint, resume_path, resume_rng,
                          seed_everything, stopped_note, write_config)
@@ -185,7 +186,7 @@ class Trainer:
             load_state_dict_checked(self.model, checkpoint["model"], strict=True)
             if self.ema is not None:
                 load_state_dict_checked(self.ema.module, checkpoint["model_ema"], strict=True)
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            load_optimizer_state(self.optimizer, checkpoint["optimizer"])
             self.scheduler.load_state_dict(checkpoint["scheduler"])
             self.scaler.load_state_dict(checkpoint["scaler"])
         except (KeyError, ValueError, RuntimeError) as err:

@@ -4,6 +4,8 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from ..utils.optim import with_fused_kernel
+
 __all__ = ["create_optimizer"]
 
 
@@ -16,6 +18,7 @@ def create_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any], lr: float,
     otherwise exactly the parameters whose names contain one of ``no_decay_names`` (mmcv's ``custom_keys``
     with ``decay_mult=0``, as the papers' detection and segmentation recipes give them). ``betas`` and ``eps``
     go to every optimizer but the SGD-like ones (SGD, momentum, Nesterov, RMSprop), which take ``momentum``.
+    Optimizers with a fused kernel for these parameters use it (:func:`~crossformer_vision.utils.optim.with_fused_kernel`).
 
     Raises:
         ValueError: an optimizer name timm does not know.
@@ -29,8 +32,9 @@ def create_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any], lr: float,
     sgd_like = any(word in name for word in ("sgd", "momentum", "nesterov", "rmsprop"))
     kwargs: dict = {} if sgd_like else dict(betas=tuple(o["betas"]), eps=o["eps"])
     if no_decay_names is None:
-        return create_optimizer_v2(model, opt=o["opt"], lr=lr, weight_decay=o["weight_decay"], momentum=o["momentum"],
-                                   layer_decay=o.get("layer_decay"), **kwargs)
+        return with_fused_kernel(lambda **fused: create_optimizer_v2(
+            model, opt=o["opt"], lr=lr, weight_decay=o["weight_decay"], momentum=o["momentum"],
+            layer_decay=o.get("layer_decay"), **kwargs, **fused))
     decay, no_decay = [], []
     for param_name, param in model.named_parameters():
         if param.requires_grad:
@@ -38,5 +42,5 @@ def create_optimizer(model: nn.Module, optim_cfg: Mapping[str, Any], lr: float,
     groups = [{"params": decay, "weight_decay": o["weight_decay"]}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    return create_optimizer_v2(groups, opt=o["opt"], lr=lr, weight_decay=o["weight_decay"], momentum=o["momentum"],
-                               **kwargs)
+    return with_fused_kernel(lambda **fused: create_optimizer_v2(
+        groups, opt=o["opt"], lr=lr, weight_decay=o["weight_decay"], momentum=o["momentum"], **kwargs, **fused))
