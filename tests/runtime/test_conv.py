@@ -55,7 +55,9 @@ def test_rule_blocks_only_large_kernels_in_cpu_training():
     assert not conv_in_blocks(on, x, small) and not conv_in_blocks(on, x, merge)
     with torch.no_grad():  # inference: direct is faster
         assert not conv_in_blocks(on, x, big)
-    big.requires_grad_(False)  # a frozen stem computes no weight gradient
+    big.eval()  # evaluation with gradients (e.g. saliency) keeps the direct convolution's numbers
+    assert not conv_in_blocks(on, x, big)
+    big.train().requires_grad_(False)  # a frozen stem computes no weight gradient
     assert not conv_in_blocks(on, x, big)
 
 

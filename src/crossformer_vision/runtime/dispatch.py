@@ -142,6 +142,7 @@ def conv_in_blocks(options: RuntimeOptions, x: Tensor, conv: nn.Conv2d) -> bool:
     return (
         options.conv_blocks
         and x.device.type == "cpu"
+        and conv.training  # training mode, not just grad: evaluation with gradients keeps the direct numbers
         and torch.is_grad_enabled()
         and conv.weight.requires_grad
         and conv.kernel_size[0] >= 4 * conv.stride[0]
