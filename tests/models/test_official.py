@@ -1,6 +1,8 @@
 """Official checkpoints: key coverage, every layout and wrapper, safe reading, timm's pretrained path."""
+import json
 import os
 import pickle
+import struct
 import sys
 import types
 
@@ -10,6 +12,7 @@ import torch
 
 import crossformer_vision as cv
 from conftest import official_keys, to_official_layout
+from crossformer_vision.models import official
 from crossformer_vision.models.official import CheckpointError
 
 VARIANTS = cv.list_models()
@@ -242,3 +245,36 @@ def test_restricted_reader_rejects_unlisted_classes(tmp_path):
         cv.load_checkpoint_file(path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+def _safetensors(path, header, data=b""):
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("header, data, message", [
+    ({"w": {"dtype": "F32", "shape": [10 ** 12], "data_offsets": [0, 16]}}, b"\0" * 16, "needs 4000000000000 bytes"),
+    ({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8, "describes 16 bytes"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+      "v": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "overlap"),
+    ({"w": {"dtype": "X9", "shape": [1], "data_offsets": [0, 1]}}, b"\0", "dtype 'X9'"),
+    ({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4, "invalid shape"),
+])
+def test_safetensors_header_is_checked_before_reading(tmp_path, monkeypatch, header, data, message):
+    import safetensors
+
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: pytest.fail("tensors were read"))
+    path = _safetensors(tmp_path / "w.safetensors", header, data)
+    with pytest.raises(CheckpointError, match=message):
+        official.read_safetensors(path)
+
+
+def test_truncated_and_lying_headers(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    with pytest.raises(CheckpointError, match="header claims"):
+        official.read_safetensors_header(path)
+    path.write_bytes(b"\x01\x02")
+    with pytest.raises(CheckpointError, match="not a complete safetensors"):
+        official.read_safetensors_header(path)

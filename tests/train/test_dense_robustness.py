@@ -41,7 +41,7 @@ def test_detection_skips_and_counts_unreadable_images(shapes, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "skipped 1 unreadable train files (e.g." in out and "00000.png" in out
-    assert "unreadable images were skipped in this epoch" in out
+    assert "unreadable images skipped in this epoch: " in out
     history = rows(tmp_path / "runs" / "det")
     assert len(history) == 2 and sum(int(r["skipped"]) for r in history) >= 1
     result = evaluate_dense("detection", tmp_path / "runs" / "det")

@@ -27,7 +27,8 @@ from ..utils.files import describe_os_error
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossformer",
-        description="CrossFormer and CrossFormer++: train, evaluate, predict, inspect, benchmark, export.",
+        description="CrossFormer and CrossFormer++: train, evaluate, predict, inspect, benchmark, export, convert "
+        "official weights.",
     )
     parser.add_argument("--version", action="version", version=f"crossformer-vision {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -72,7 +72,7 @@ def register_task(subparsers: argparse._SubParsersAction, task: str) -> None:
                  f"examples:\n  crossformer {c} eval runs/<run>                  # its own validation split\n"
                         f"  crossformer {c} eval runs/<run> --data synthetic\n"
                         f"  crossformer {c} eval official.pth --config {w['paper']} model.lda_mode=fixed_interval --data /data/...")
-    ev.add_argument("checkpoint", help="run folder or checkpoint file")
+    ev.add_argument("checkpoint", help="run folder, model folder (crossformer export --format hf) or checkpoint file")
     ev.add_argument("overrides", nargs="*", metavar="section.field=value", help="recipe overrides (with --config)")
     ev.add_argument("--data", help=f"'synthetic', or {w['data_help']} (default: the run's validation split)")
     ev.add_argument("--split", help="split name inside --data (default val2017/val, validation)")
@@ -96,9 +96,11 @@ def register_task(subparsers: argparse._SubParsersAction, task: str) -> None:
                  "Run the model on image files (folders are searched recursively) and write one PNG per image to "
                  "--output with " + ("boxes, classes, scores and masks" if task == "detection"
                                      else "the colour-coded class map") + " drawn on it.",
-                 f"example:\n  crossformer {c} predict photos/ -k runs/<run> --output drawn/ --json")
+                 f"examples:\n  crossformer {c} predict photos/ -k runs/<run> --output drawn/ --json\n"
+                 f"  crossformer {c} predict photos/ -k my-model/   # a model folder (crossformer export RUN --format hf)")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
-    pr.add_argument("-k", "--checkpoint", required=True, help="run folder or checkpoint file")
+    pr.add_argument("-k", "--checkpoint", required=True, help="run folder, model folder (crossformer export --format "
+                    "hf) or checkpoint file")
     pr.add_argument("-o", "--output", default="predictions", metavar="DIR", help="folder for the PNGs (default predictions)")
     pr.add_argument("--score-threshold", type=float, default=0.5, help="detections below this score are not drawn")
     pr.add_argument("-c", "--config", help="recipe that builds the model of an official checkpoint")
@@ -141,7 +143,7 @@ def _pct(value: float) -> str:
 
 def _eval(args: argparse.Namespace, task: str) -> int:
     from ..train.inference import evaluate_dense
-    from ..train.tasks.dense import json_safe
+    from ..utils.files import json_ready
 
     labels = getattr(args, "labels", None)
     protocol = {"data.test_scales": getattr(args, "scales", None), "data.test_flip": getattr(args, "flip", None),
@@ -152,7 +154,7 @@ def _eval(args: argparse.Namespace, task: str) -> int:
                       config=args.config, overrides=overrides, batch_size=args.batch_size, workers=args.workers,
                       device=args.device)
     if args.json:
-        print(json.dumps(json_safe(result), indent=2))
+        print(json.dumps(json_ready(result), indent=2))
         return 0
     print(f"{result['model']} on {result['data']} ({result['images']} images)"
           + (f", {result['protocol']}" if "protocol" in result else ""))

@@ -8,13 +8,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="top-1/top-5 and loss of a run or checkpoint on a dataset",
         description="Evaluate with the model's own preprocessing (resize, then centre crop by crop_pct). CHECKPOINT is "
-        "a run folder (its best.pth), one of our .pth files, or an official checkpoint (with --model).",
+        "a run folder (its best.pth), one of our .pth files, a model folder (config.json + model.safetensors: "
+        "crossformer export --format hf, crossformer convert, timm's save_for_hf), or an official checkpoint "
+        "(with --model).",
         epilog="examples:\n  crossformer eval runs/crossformer_micro-digits-20250101-120000          # its test split\n"
         "  crossformer eval runs/my-run --data ~/flowers --split val\n"
-        "  crossformer eval crossformer-s.pth --model crossformer_small --data /data/imagenet/val",
+        "  crossformer eval crossformer-s.pth --model crossformer_small --data /data/imagenet/val\n"
+        "  crossformer eval my-model/                   # a model folder of a run: the run's own test split",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", help="run folder or checkpoint file")
+    parser.add_argument("checkpoint", help="run folder, model folder or checkpoint file")
     parser.add_argument("--data", help="'digits', a folder of class folders, or a folder with test/ or val/ "
                         "(default: the run's own test split, else its validation split)")
     parser.add_argument("--split", help="subfolder of --data (or digits split: train, val, test)")

@@ -1,4 +1,5 @@
-"""``crossformer export``: one ONNX or ``torch.export`` file for every batch size, height and width.
+"""``crossformer export``: one ONNX or ``torch.export`` file for every batch size, height and width, or (``--format hf``)
+a run as a model folder that timm and the Hugging Face Hub load as it is (docs/hub.md).
 
 An output that cannot be written (an existing folder, a file where a folder should be, a read-only folder, a
 full disk) ends the command with one line naming the path, the problem and the fix (exit status 2), checked
@@ -16,22 +17,29 @@ examples:
   crossformer export crossformer_tiny --format pt2 --max-size 1024   # torch.export program (torch.export.load)
   crossformer export crossformer_small --int8                        # also crossformer_small.int8.onnx
   crossformer export --checkpoint runs/<digits run> --fixed-size 32  # one size only (below the dynamic minimum)
+  crossformer export runs/<run> --format hf -o my-model             # config.json + model.safetensors + README.md:
+                                                                     # timm.create_model("local-dir:my-model")
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write an ONNX or torch.export file with dynamic batch, height and width",
+        help="write an ONNX or torch.export file with dynamic batch, height and width, or a run as a model folder",
         description="Export a model for deployment. The file accepts any batch and any height/width in "
-        "[--min-size, --max-size]; the ONNX export is checked against PyTorch in onnxruntime at two sizes.",
+        "[--min-size, --max-size]; the ONNX export is checked against PyTorch in onnxruntime at two sizes. "
+        "--format hf writes a run (classification, detection or segmentation) as a model folder: config.json, "
+        "model.safetensors (the EMA weights where the run kept them, else its best) and a README.md model card.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", nargs="?", help="model name (crossformer info); optional with a run's --checkpoint")
+    parser.add_argument("name", nargs="?", help="model name (crossformer info); optional with a run's --checkpoint; "
+                        "with --format hf: the run folder or checkpoint (RUN)")
     parser.add_argument("--checkpoint", help="weights: a run folder, one of our .pth files, or an official checkpoint")
-    parser.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="onnx (default) or pt2 (torch.export)")
-    parser.add_argument("--output", "-o", help="output file (default: NAME.onnx / NAME.pt2)")
+    parser.add_argument("--format", choices=("onnx", "pt2", "hf"), default="onnx",
+                        help="onnx (default), pt2 (torch.export) or hf (a model folder for timm / the Hugging Face Hub)")
+    parser.add_argument("--output", "-o", help="output file (default: NAME.onnx / NAME.pt2), or folder for --format hf "
+                        "(default: <run folder name>-hf)")
     parser.add_argument("--num-classes", type=int, help="classifier size when exporting without a checkpoint")
     parser.add_argument("--min-size", type=int, help="smallest height/width accepted (default: the model's smallest)")
     parser.add_argument("--max-size", type=int, default=2048, help="largest height/width accepted (default 2048)")
@@ -42,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "beside the ONNX file, as NAME.int8.onnx")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
+    parser.add_argument("--no-ema", action="store_true", help="--format hf: the plain weights even where the run kept "
+                        "an EMA of them")
+    parser.add_argument("--overwrite", action="store_true", help="--format hf: replace the model files of a non-empty "
+                        "output folder")
+    parser.add_argument("--license", default="mit", help="--format hf: the model card's license field (default mit)")
     parser.set_defaults(handler=run)
 
 
@@ -57,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models import create_model
     from ..tools.export import check_writable, export_onnx, export_program, quantize_onnx, save_program, size_range
 
+    if args.format == "hf":
+        return _export_folder(args)
     if args.checkpoint:
         from ..train.inference import load_classifier
 
@@ -97,4 +112,32 @@ def run(args: argparse.Namespace) -> int:
         quantized = quantize_onnx(output, int8_output)
         print(f"wrote {quantized} ({quantized.stat().st_size / 2**20:.1f} MiB): int8 linear layers (onnxruntime "
               f"dynamic quantization); check its accuracy on your data (benchmarks/onnx_int8.py)")
+    return 0
+
+
+def _export_folder(args: argparse.Namespace) -> int:
+    from ..train.hub import export_run
+
+    if args.name and args.checkpoint:
+        raise ValueError("--format hf exports one run: give RUN or --checkpoint RUN, not both")
+    source = args.checkpoint or args.name
+    if not source:
+        raise ValueError("give the run to export: crossformer export RUN --format hf -o DIR")
+    if args.int8 or args.fixed_size is not None:
+        raise ValueError("--int8 and --fixed-size are for ONNX / pt2 files; leave them out with --format hf")
+    if not Path(source).exists():
+        raise FileNotFoundError(f"{source}: no such run folder or checkpoint (with --format hf the argument is a run, "
+                                f"not a model name; official checkpoints: crossformer convert FILE -o DIR)")
+    run_dir = Path(source).resolve() if Path(source).is_dir() else Path(source).resolve().parent
+    output = Path(args.output) if args.output else Path(f"{run_dir.name}-hf")
+    result = export_run(source, output, ema=False if args.no_ema else None, overwrite=args.overwrite,
+                        license=args.license)
+    weights = "EMA weights" if result["weights"] == "ema" else "weights"
+    print(f"wrote {output}/ (config.json, model.safetensors, README.md): {result['task']} model {result['model']}, "
+          f"{result['num_classes']} classes, the {weights} of {result['checkpoint']}")
+    if result["task"] == "classification":
+        print(f"  load it with timm: import crossformer_vision, timm; timm.create_model(\"local-dir:{output}\")")
+    else:
+        command = "detect" if result["task"] == "detection" else "segment"
+        print(f"  use it with: crossformer {command} predict IMAGES -k {output}")
     return 0

@@ -12,11 +12,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify image files (folders are searched recursively). Class names come from the run's "
         "checkpoint, or ImageNet's for 1000-class official checkpoints.",
         epilog="examples:\n  crossformer predict cat.jpg dog.png --checkpoint runs/my-run\n"
-        "  crossformer predict photos/ --checkpoint crossformer-s.pth --model crossformer_small --topk 3 --json",
+        "  crossformer predict photos/ --checkpoint crossformer-s.pth --model crossformer_small --topk 3 --json\n"
+        "  crossformer predict cat.jpg -k my-model/     # a model folder (crossformer export --format hf / convert)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
-    parser.add_argument("-k", "--checkpoint", required=True, help="run folder or checkpoint file")
+    parser.add_argument("-k", "--checkpoint", required=True, help="run folder, model folder (config.json + "
+                        "model.safetensors) or checkpoint file")
     parser.add_argument("--model", help="architecture of an official checkpoint")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)

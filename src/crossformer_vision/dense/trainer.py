@@ -13,7 +13,8 @@ from ..train.inference import evaluate_dense as evaluate
 from ..train.inference import load_dense_model as load_for_inference
 from ..train.inference import predict_dense as predict
 from ..train.loop import train
-from ..train.tasks.dense import CHECKPOINT_FORMAT, json_safe
+from ..train.tasks.dense import CHECKPOINT_FORMAT
+from ..utils.files import json_ready as json_safe  # the old name
 
 __all__ = ["CHECKPOINT_FORMAT", "StepSampler", "evaluate", "json_safe", "load_for_inference", "predict",
            "prepare_synthetic", "train"]

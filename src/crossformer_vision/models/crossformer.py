@@ -30,7 +30,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, Mlp, trunc_normal_, use_fused_attn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models import register_notrace_function, register_notrace_module
-from timm.models._features import feature_take_indices
+from timm.models._features import FeatureGetterNet, feature_take_indices
 from torch import Tensor, nn
 from torch.jit import Final
 from torch.utils.checkpoint import checkpoint
@@ -716,18 +716,24 @@ class CrossFormer(nn.Module):
                 module.clear_bias_cache()
 
     def load_pretrained(self, path: PathLike) -> None:
-        """Load an official or own checkpoint file into this model (timm's ``custom_load`` hook).
+        """Load an official or own checkpoint file, or a model folder, into this model (timm's ``custom_load`` hook).
 
-        The file is read safely and converted from any official layout. A classifier of another size
-        (``num_classes`` changed, or 0 for features) is left freshly initialised; stem convolutions are adapted
-        when ``in_chans`` differs (timm's ``adapt_input_conv``).
+        The file is read safely and converted from any official layout; a folder (``config.json`` +
+        ``model.safetensors``, :mod:`.hub`) is read from its safetensors only, its shapes checked before loading. A
+        classifier of another size (``num_classes`` changed, or 0 for features) is left freshly initialised; stem
+        convolutions are adapted when ``in_chans`` differs (timm's ``adapt_input_conv``).
 
         Raises:
             CheckpointError: an unreadable or unsafe file, or weights that do not fit this model.
         """
         from timm.models import adapt_input_conv
 
-        state_dict = convert_official_state_dict(unwrap_state_dict(load_checkpoint_file(path)), self)
+        from .hub import is_model_folder, read_folder_weights  # (here: hub builds models with this module)
+
+        if is_model_folder(path):
+            state_dict = read_folder_weights(path, self)
+        else:
+            state_dict = convert_official_state_dict(unwrap_state_dict(load_checkpoint_file(path)), self)
         own = self.state_dict()
         for key in [k for k in state_dict if k.startswith("head.")]:
             if key not in own or own[key].shape != state_dict[key].shape:
@@ -792,7 +798,8 @@ class CrossFormer(nn.Module):
             :meth:`forward_features` when every stage runs.
         """
         if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+            # plain concatenation: TorchScript (smp's encoders are scripted) compiles no f-string conversions
+            raise ValueError("output_fmt must be 'NCHW' or 'NHWC', got '" + output_fmt + "'")
         intermediates: List[Tensor] = []
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
         num_stages = len(self.stages)
@@ -933,22 +940,51 @@ default_cfgs = generate_default_cfgs(
 
 
 # ================================================================================================ entrypoints
+class CrossFormerFeatures(FeatureGetterNet):
+    """``features_only=True``: timm's feature getter (:meth:`CrossFormer.forward_intermediates`), typed as a list of
+    stage outputs so that TorchScript can script it (smp's ``tu-crossformer_*`` encoders iterate over it)."""
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        features = self.model.forward_intermediates(
+            x, indices=self.out_indices, norm=self.norm, output_fmt=self.output_fmt, intermediates_only=True
+        )
+        assert isinstance(features, list)  # intermediates_only: always the list (narrows the Union for TorchScript)
+        return features
+
+
 def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> CrossFormer:
+    from .hub import local_dir_cfg  # (here: hub builds models with this module)
+
     out_indices = kwargs.pop("out_indices", (0, 1, 2, 3))
+    output_stride = kwargs.pop("output_stride", None)  # smp's tu- encoders pass it for their dilated mode
+    if output_stride is not None and output_stride != 32:
+        raise ValueError(
+            f"{variant} does not support dilated mode: output_stride={output_stride!r} asks for dilated stages, but "
+            f"CrossFormer's stages always have strides 4, 8, 16 and 32; use output_stride=32 (smp: leave "
+            f"encoder_output_stride at its default, or choose a decoder that needs no dilated encoder)"
+        )
+    folder_cfg = local_dir_cfg(kwargs.get("pretrained_cfg"))
+    if folder_cfg is not None:
+        # timm.create_model("local-dir:DIR"): the folder's weights always load, and only through the safe reader
+        # (safetensors checked before allocating, CrossFormer.load_pretrained); timm's would unpickle .bin files
+        kwargs["pretrained_cfg"], pretrained = folder_cfg, True
     overlay = kwargs.get("pretrained_cfg_overlay")
     if overlay and overlay.get("file"):
         # files go through CrossFormer.load_pretrained (safe reader, official layouts, head/in_chans adaptation);
         # recent timm resets custom_load when an overlay names a source unless it is set explicitly
         kwargs["pretrained_cfg_overlay"] = {"custom_load": True, **overlay}
     model_args = {**MODELS[variant], **kwargs}
-    return build_model_with_cfg(
+    model = build_model_with_cfg(
         CrossFormer,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        feature_cfg=dict(out_indices=out_indices, feature_cls=CrossFormerFeatures),
         **model_args,
     )
+    if folder_cfg is not None:
+        model.pretrained_cfg["source"] = "local-dir"  # where the weights came from, as timm names it
+    return model
 
 
 def _entrypoint(name: str) -> Callable[..., CrossFormer]:

@@ -23,6 +23,8 @@ archives that would inflate hugely are refused, and pickles that could ask for z
 number (``bytearray(n)``, the unpickler's memo) go to a reader that does not allocate it.
 """
 import _compat_pickle
+import json
+import math
 import mmap
 import os
 import pickle
@@ -32,26 +34,30 @@ import sys
 import tarfile
 import types
 import zipfile
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from ..utils.files import PathLike, printable_path
 
 __all__ = [
     "CheckpointError",
     "LoadReport",
     "PathLike",
+    "TensorEntry",
     "convert_official_state_dict",
+    "describe_architecture",
     "load_checkpoint_file",
     "load_official_checkpoint",
     "load_state_dict_checked",
     "load_weights",
+    "read_safetensors",
+    "read_safetensors_header",
     "save_weights",
+    "stage_depths",
     "unwrap_state_dict",
 ]
-
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read, is unsafe, or does not fit the model."""
@@ -212,25 +218,9 @@ def _describe(err: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _show_path(path: str) -> str:
-    return path if path.isprintable() else ascii(path)  # no newline or control characters in a message
-
-
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
     """safetensors: an 8-byte little-endian header length, then a JSON header."""
     return len(head) > 8 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
-
-
-def _read_safetensors(path: str, shown: str) -> Dict[str, Any]:
-    try:
-        from safetensors.torch import load_file
-
-        return load_file(path, device="cpu")
-    except Exception as err:  # SafetensorError, OSError, MemoryError...
-        raise CheckpointError(
-            f"could not read safetensors file {shown}: {_describe(err)}. The file is truncated or corrupt: "
-            "download or save it again"
-        ) from None
 
 
 def _unreadable(path: str, head: bytes, err: BaseException) -> CheckpointError:
@@ -318,7 +308,7 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
             empty, not a checkpoint at all, truncated or corrupt, or pickling code or classes (refused).
     """
     path = os.fspath(path)
-    shown = _show_path(path)
+    shown = printable_path(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {shown}")
     try:
@@ -332,7 +322,7 @@ def load_checkpoint_file(path: PathLike) -> Dict[str, Any]:
     if path.endswith(".safetensors") or (
         not head.startswith((_ZIP_MAGIC, b"\x80")) and _looks_like_safetensors(head, size)
     ):
-        return _read_safetensors(path, shown)
+        return read_safetensors(path)
     torch_reader = _preflight(path, head, size, shown)
     torch_error: Optional[BaseException] = None
     if torch_reader:
@@ -443,18 +433,25 @@ def convert_official_state_dict(
 
 
 # ---------------------------------------------------------------------------------------------- loading into a model
-def _describe_variant(state_dict: Mapping[str, Tensor]) -> str:
-    """Short description of the architecture a state dict belongs to (for error messages)."""
-    stem = [v for k, v in state_dict.items() if k.startswith("patch_embed.norm.weight")]
+def stage_depths(keys: Iterable[str]) -> List[int]:
+    """Blocks per stage of a state dict in this package's layout (``stages.I.blocks.J.*`` keys)."""
+    keys = list(keys)
     depths = []
-    for i in range(8):
-        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(rf"stages\.{i}\.blocks\.(\d+)\.", k))}
+    for i in range(16):
+        blocks = {int(m.group(1)) for k in keys if (m := re.match(rf"stages\.{i}\.blocks\.(\d+)\.", k))}
         if not blocks:
             break
         depths.append(max(blocks) + 1)
-    embed = stem[0].shape[0] if stem else "?"
+    return depths
+
+
+def describe_architecture(state_dict: Mapping[str, Tensor]) -> str:
+    """What a state dict in this package's layout looks like, e.g. ``embed_dim=96, depths=[2, 2, 6, 2]`` (for
+    messages; the tensors may be on the meta device)."""
+    stem = state_dict.get("patch_embed.norm.weight")
+    embed = stem.shape[0] if stem is not None else "?"
     acl = any(".acl." in k for k in state_dict)
-    return f"embed_dim={embed}, depths={depths}{', with ACL (CrossFormer++)' if acl else ''}"
+    return f"embed_dim={embed}, depths={stage_depths(state_dict)}{', with ACL (CrossFormer++)' if acl else ''}"
 
 
 def load_state_dict_checked(
@@ -475,8 +472,8 @@ def load_state_dict_checked(
         k, got, want = mismatched[0]
         raise CheckpointError(
             f"checkpoint does not fit this model: {len(mismatched)} tensors differ in shape, e.g. {k}: checkpoint "
-            f"{list(got)} vs model {list(want)}. The checkpoint looks like {_describe_variant(state_dict)}; the model "
-            f"is {_describe_variant(own)}. Build the matching variant (crossformer_vision.list_models())."
+            f"{list(got)} vs model {list(want)}. The checkpoint looks like {describe_architecture(state_dict)}; the model "
+            f"is {describe_architecture(own)}. Build the matching variant (crossformer_vision.list_models())."
         )
     if strict and missing and not unexpected and all(k.startswith(("norm.", "head.")) for k in missing):
         raise CheckpointError(
@@ -486,8 +483,8 @@ def load_state_dict_checked(
     if strict and (missing or unexpected):
         raise CheckpointError(
             f"checkpoint does not fit this model: {len(missing)} missing keys {missing[:5]}, {len(unexpected)} "
-            f"unexpected keys {unexpected[:5]}. The checkpoint looks like {_describe_variant(state_dict)}; the model "
-            f"is {_describe_variant(own)}. Pass strict=False to load what fits."
+            f"unexpected keys {unexpected[:5]}. The checkpoint looks like {describe_architecture(state_dict)}; the model "
+            f"is {describe_architecture(own)}. Pass strict=False to load what fits."
         )
     usable = {k: v for k, v in state_dict.items() if k in own and v.shape == own[k].shape}
     model.load_state_dict(usable, strict=False)
@@ -512,7 +509,7 @@ def load_official_checkpoint(model: nn.Module, path: PathLike, strict: bool = Tr
             the message is one line and names the file.
     """
     checkpoint = load_checkpoint_file(path)  # its errors name the file
-    shown = _show_path(os.fspath(path))
+    shown = printable_path(path)
     try:
         raw = unwrap_state_dict(checkpoint)
         converted = convert_official_state_dict(raw, model)
@@ -527,6 +524,112 @@ def load_official_checkpoint(model: nn.Module, path: PathLike, strict: bool = Tr
 
 
 # ---------------------------------------------------------------------------------------------- safetensors
+#: A safetensors header larger than this is refused (the safetensors library's own limit).
+MAX_HEADER_BYTES = 100 << 20
+_DTYPES: Dict[str, Tuple[torch.dtype, int]] = {  # safetensors' name -> (torch dtype, bytes per element)
+    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
+    "I64": (torch.int64, 8), "I32": (torch.int32, 4), "I16": (torch.int16, 2), "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
+}
+
+
+class TensorEntry(NamedTuple):
+    """One tensor of a safetensors header."""
+
+    dtype: str  # safetensors' name: "F32", "BF16", "I64"...
+    shape: Tuple[int, ...]
+    start: int  # byte offsets into the data after the header
+    end: int
+
+    @property
+    def is_floating_point(self) -> bool:
+        return _DTYPES[self.dtype][0].is_floating_point
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_safetensors_header(path: PathLike) -> Tuple[Dict[str, TensorEntry], Dict[str, str]]:
+    """The tensors a safetensors file describes, and its metadata, checked without reading any tensor.
+
+    Checked: the header's length against the file's size, the header is a JSON object, every tensor has a known
+    dtype, a shape of non-negative ints and data offsets whose length is exactly that shape's bytes, and the
+    tensors tile the data area exactly (no overlap, no gap, nothing missing or left over).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong.
+    """
+    shown = printable_path(path)
+
+    def bad(problem: str) -> CheckpointError:  # every message starts the same way (callers match on it)
+        return CheckpointError(f"could not read safetensors file {shown}: {problem}")
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if length < 2 or length > min(MAX_HEADER_BYTES, size - 8):
+                what = f"{size} bytes long" if len(head) < 8 else f"its header claims {length} bytes and the file has {size}"
+                raise bad(f"it is not a complete safetensors file ({what}): truncated or not safetensors; download or "
+                          f"write it again")
+            raw = f.read(length)
+    except OSError as err:
+        raise bad(err.strerror or str(err)) from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise bad("its header is not JSON: the file is corrupt; download or write it again") from None
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object: the file is corrupt")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise bad("its metadata is not a mapping of strings: the file is corrupt")
+    entries: Dict[str, TensorEntry] = {}
+    for name, item in header.items():
+        if not isinstance(item, dict) or not {"dtype", "shape", "data_offsets"} <= set(item):
+            raise bad(f"entry {name[:80]!r} lacks dtype, shape or data_offsets: the file is corrupt")
+        dtype, shape, offsets = item["dtype"], item["shape"], item["data_offsets"]
+        if dtype not in _DTYPES:
+            raise bad(f"tensor {name[:80]!r} has dtype {str(dtype)[:20]!r}, which model weights do not use (known: "
+                      f"{', '.join(_DTYPES)})")
+        if not isinstance(shape, list) or len(shape) > 16 or not all(_int(d) and d >= 0 for d in shape):
+            raise bad(f"tensor {name[:80]!r} has an invalid shape {str(shape)[:60]}: the file is corrupt")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_int(o) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise bad(f"tensor {name[:80]!r} has invalid data offsets {str(offsets)[:60]}: the file is corrupt")
+        needed = math.prod(shape) * _DTYPES[dtype][1]
+        if offsets[1] - offsets[0] != needed:
+            raise bad(f"tensor {name[:80]!r} of shape {shape} ({dtype}) needs {needed} bytes but its data span "
+                      f"{offsets[1] - offsets[0]}: the file is corrupt")
+        entries[name] = TensorEntry(dtype, tuple(shape), offsets[0], offsets[1])
+    data_bytes, position = size - 8 - length, 0
+    for entry in sorted(entries.values(), key=lambda e: (e.start, e.end)):
+        if entry.start != position:
+            raise bad(f"its tensors {'overlap' if entry.start < position else 'leave gaps'} in the data area: the file "
+                      f"is corrupt")
+        position = entry.end
+    if position != data_bytes:
+        raise bad(f"its header describes {position} bytes of tensors but the file holds {data_bytes}: it is truncated "
+                  f"or corrupt; download or write it again")
+    return entries, metadata
+
+
+def read_safetensors(path: PathLike, names: Optional[Iterable[str]] = None) -> Dict[str, Tensor]:
+    """Tensors ``names`` (default: all) of a safetensors file, after :func:`read_safetensors_header` checked it."""
+    entries, _ = read_safetensors_header(path)
+    names = list(entries) if names is None else list(names)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as f:
+            return {name: f.get_tensor(name) for name in names}
+    except Exception as err:  # SafetensorError, OSError, MemoryError
+        raise CheckpointError(f"could not read safetensors file {printable_path(path)}: {_describe(err)}. The file is "
+                              f"truncated or corrupt: download or write it again") from None
+
+
 def save_weights(model: nn.Module, path: PathLike, metadata: Optional[Dict[str, str]] = None) -> None:
     """Save ``model``'s weights as safetensors, atomically (temporary file, then rename)."""
     from safetensors.torch import save_file

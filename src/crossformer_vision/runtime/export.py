@@ -37,6 +37,8 @@ def export_attention(attn: nn.Module, x: Tensor, plan: Plan) -> Tensor:
         return run
 
     small = attn.small_map(x.shape[1], x.shape[2])
+    if isinstance(small, bool):  # static shapes (strict torch.export traces torch.sym_not of a bool as an op)
+        return side(small)(x)
     if statically_known_true(torch.sym_not(small)):
         return side(False)(x)
     if statically_known_true(small):

@@ -6,8 +6,9 @@ eval|predict``).
 * Detection and segmentation: :func:`load_dense_model`, :func:`evaluate_dense` (COCO AP, mIoU),
   :func:`predict_dense` (PNG drawings; what is drawn is the task's, see :meth:`DetectionTask.draw_prediction`).
 
-Each takes one of our run folders or checkpoints, or an official checkpoint (then the architecture must be
-named: ``model_name`` for classifiers, a recipe for detectors and segmenters).
+Each takes one of our run folders or checkpoints, a model folder (``config.json`` + ``model.safetensors``: written by
+``crossformer export --format hf``, ``crossformer convert`` or timm's ``save_for_hf``; see :mod:`.hub`), or an official
+checkpoint (then the architecture must be named: ``model_name`` for classifiers, a recipe for detectors and segmenters).
 """
 import itertools
 import json
@@ -28,6 +29,7 @@ from ..models import create_model
 from ..models.official import (CheckpointError, convert_official_state_dict, load_checkpoint_file,
                                load_state_dict_checked, unwrap_state_dict)
 from .checkpoint import inference_path, read_run_checkpoint
+from .hub import classifier_from_folder, dense_from_folder, model_folder_of
 from .config import CLASSIFICATION_DEFAULTS, apply_overrides, SCHEMAS, resolve_recipe, upgrade_config, validate_recipe
 from .tasks import TASKS
 from .tasks.classification import CHECKPOINT_FORMAT as CLASSIFICATION_FORMAT
@@ -54,18 +56,22 @@ def load_classifier(checkpoint: Union[str, Path], model_name: Optional[str] = No
     """A model ready for ``eval()`` from one of our runs/checkpoints or an official checkpoint.
 
     Args:
-        checkpoint: Run folder (its ``best.pth``), our ``.pth``, or an official/other ``.pth``/``.safetensors``.
+        checkpoint: Run folder (its ``best.pth``), our ``.pth``, a model folder (or a weights file named inside one,
+            e.g. its ``pytorch_model.bin``), or an official/other ``.pth``/``.safetensors``.
         model_name: Architecture for checkpoints that do not record it (official ones); must match ours if given.
         use_ema: Use the EMA weights of a run trained with ``train.ema``.
 
     Returns:
         ``(model, meta)``; ``meta`` has ``classes`` (names), ``labels`` (display names), ``cfg`` (the recipe:
-        ``data`` holds the preprocessing), ``source`` (``"run"`` or ``"official"``) and ``path``.
+        ``data`` holds the preprocessing), ``source`` (``"run"``, ``"folder"`` or ``"official"``) and ``path``.
 
     Raises:
         CheckpointError: unreadable, unsafe, or for a different architecture than ``model_name``.
         ValueError: an official checkpoint without ``model_name``; EMA weights asked for but absent.
     """
+    folder, weights = model_folder_of(checkpoint)
+    if folder is not None:  # JSON and safetensors only (a pickle only when named explicitly)
+        return classifier_from_folder(folder, weights, model_name, use_ema)
     path = inference_path(checkpoint)
     raw = load_checkpoint_file(path)
     if isinstance(raw, dict) and raw.get("format") == CLASSIFICATION_FORMAT:
@@ -122,7 +128,7 @@ def _eval_dataset(meta: Mapping[str, Any], data: Optional[str], split: Optional[
         split = split or "test"
         return DigitsDataset(split, transform, in_chans=cfg["data"]["in_chans"]), f"digits/{split}"
     if data is None:
-        if meta["source"] != "run":
+        if meta["source"] != "run" and not meta.get("has_data"):  # model folders of our runs carry their recipe
             raise ValueError("give --data FOLDER to evaluate an official checkpoint (e.g. ImageNet's val/ folder)")
         data = cfg["data"]["path"]
         split = split or (cfg["data"]["test_split"] if (Path(data) / cfg["data"]["test_split"]).is_dir()
@@ -235,7 +241,8 @@ def load_dense_model(task: str, checkpoint: Union[str, Path], config: Union[str,
 
     Args:
         task: ``"detection"`` or ``"segmentation"``.
-        checkpoint: Run folder (its ``best.pth``), one of our ``.pth`` files, or an official file.
+        checkpoint: Run folder (its ``best.pth``), one of our ``.pth`` files, a model folder of a run
+            (``crossformer export RUN --format hf``), or an official file.
         config: For official files: the recipe whose ``model`` section builds the matching model (e.g.
             ``maskrcnn_crossformer_small_coco_1x`` with ``model.lda_mode=fixed_interval``).
         overrides: Recipe overrides for ``config``.
@@ -249,6 +256,11 @@ def load_dense_model(task: str, checkpoint: Union[str, Path], config: Union[str,
     """
     from ..dense.mmcv_weights import load_dense_checkpoint
 
+    folder, weights = model_folder_of(checkpoint)
+    if folder is not None:  # JSON and safetensors only (a pickle only when named explicitly)
+        if config is not None:
+            raise ValueError(f"{folder} is a model folder, which records its recipe: leave out --config")
+        return dense_from_folder(task, folder, weights, overrides)
     path = inference_path(checkpoint)
     raw = load_checkpoint_file(path)
     if isinstance(raw, dict) and raw.get("format") == DENSE_FORMAT:

@@ -34,7 +34,7 @@ from ..data.samplers import StepSampler
 from ..data.samples import DataError, data_batches
 from ..utils.distributed import (DistInfo, MetricSums, all_gather_object, all_reduce_sum, available_cores,
                                  cleanup_distributed, configure_threads, init_distributed, is_main_process)
-from ..utils.files import atomic_save, atomic_write_text, describe_os_error, remove_stale_temp_files
+from ..utils.files import atomic_save, atomic_write_text, describe_os_error, json_ready, remove_stale_temp_files
 from ..utils.optim import load_optimizer_state
 from ..models.official import load_state_dict_checked
 from .checkpoint import (RunDirGuard, capture_rng_state, create_run_dir, read_run_checkpoint, resume_path, resume_rng,
@@ -42,7 +42,6 @@ from .checkpoint import (RunDirGuard, capture_rng_state, create_run_dir, read_ru
 from .config import plain, resolve_recipe, resume_changes
 from .report import Progress, TensorBoardLogger, plot_history, write_csv
 from .tasks import TASKS, Task
-from .tasks.dense import json_safe
 
 __all__ = ["NonFiniteLossError", "Trainer", "amp_dtype", "train"]
 
@@ -354,7 +353,7 @@ class Trainer:
                             plotted = time.perf_counter()
                         tb.log({k: v for k, v in row.items() if k != self.unit}, self.num_updates)
                     if row["skipped"]:
-                        _print(f"  {row['skipped']} unreadable images were skipped in this {self.unit}")
+                        _print(f"  unreadable images skipped in this {self.unit}: {row['skipped']}")
             except NonFiniteLossError as err:
                 if not guard.armed and is_main:
                     plot_history(run_dir / "curves.png", self.history, self.task.panels, title=run_dir.name, x=self.unit)
@@ -446,7 +445,7 @@ class Trainer:
         return summary
 
     def _write_summary(self, summary: Dict[str, Any]) -> None:
-        atomic_write_text(self.run_dir / "summary.json", json.dumps(json_safe(summary), indent=2) + "\n")
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(json_ready(summary), indent=2) + "\n")
 
 
 def train(task: str = "classification", config: Union[str, Path, Mapping[str, Any], None] = None,

@@ -8,17 +8,40 @@ gone. :func:`describe_os_error` turns a file-system error into one line with wha
 """
 import errno
 import io
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, List, Union
+from typing import Any, Callable, List, Mapping, Union
 
 import torch
 
 __all__ = ["PathLike", "atomic_save", "atomic_write_bytes", "atomic_write_text", "describe_os_error",
-           "remove_stale_temp_files"]
+           "json_ready", "printable_path", "remove_stale_temp_files"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` as strict JSON data: tuples as lists, NaN/inf as None (pycocotools' undefined APs are NaN), numpy and
+    torch scalars as numbers, keys as strings; ValueError for anything else."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return json_ready(obj.item())
+    raise ValueError(f"cannot write {type(obj).__name__} value {str(obj)[:60]!r} as JSON (not JSON data)")
+
+
+def printable_path(path: PathLike) -> str:
+    """``path`` for a one-line message: as it is, or ``ascii()``-escaped when it holds a newline or control character."""
+    text = os.fspath(path)
+    return text if text.isprintable() else ascii(text)
 
 
 def describe_os_error(err: OSError) -> str:

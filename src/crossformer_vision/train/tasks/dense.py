@@ -4,7 +4,6 @@ Models come from :mod:`crossformer_vision.dense` (torchvision RetinaNet / Faster
 Semantic FPN); recipes from ``configs/dense/`` (:data:`~crossformer_vision.train.config.DETECTION_DEFAULTS`).
 Data are COCO folders, ADE20K or image/label folders, or the built-in SYNTHETIC shapes (no ``--data``).
 """
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -25,19 +24,10 @@ from ..config import plain
 from ..optim import create_optimizer
 from .base import Task
 
-__all__ = ["CHECKPOINT_FORMAT", "DenseTask", "DetectionTask", "SegmentationTask", "build_dense_model", "json_safe"]
+__all__ = ["CHECKPOINT_FORMAT", "DenseTask", "DetectionTask", "SegmentationTask", "build_dense_model"]
 
 #: ``format`` entry of detection and segmentation checkpoints.
 CHECKPOINT_FORMAT = "crossformer-vision/dense"
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats as None, recursively (strict JSON; pycocotools' undefined APs are NaN)."""
-    if isinstance(obj, Mapping):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def build_dense_model(cfg: Mapping[str, Any], num_classes: int, init: bool = True) -> nn.Module:
