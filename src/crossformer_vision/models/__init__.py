@@ -3,11 +3,13 @@
 * :mod:`.crossformer`: attention, block, stage, :class:`CrossFormer`, pretrained configs, timm entrypoints;
 * :mod:`.grouping`: the SDA/LDA grouping rule, padding mask, group/ungroup (the only statement of them);
 * :mod:`.layers`: cross-scale embedding, position biases, activation cooling;
+* :mod:`.ablation`: the PVT-like and Swin-like attention of the paper's attention ablation (``attn_type``);
 * :mod:`.official`: official checkpoints (safe reading, key conversion, safetensors).
 
 Importing this package registers the models with timm.
 """
 from .crossformer import (
+    ATTN_TYPES,
     MODELS,
     PAPER,
     PAPER_ABLATION_S,
@@ -20,6 +22,7 @@ from .crossformer import (
     create_model,
     list_models,
 )
+from .ablation import ShiftedWindowAttention, SpatialReductionAttention
 from .grouping import GroupLayout, group_layout
 from .layers import ActivationCoolingLayer, CrossScaleEmbedding, DynamicPositionBias, RelativePositionBias
 from .official import (
@@ -33,6 +36,7 @@ from .official import (
 )
 
 __all__ = [
+    "ATTN_TYPES",
     "MODELS",
     "PAPER",
     "PAPER_ABLATION_S",
@@ -49,6 +53,8 @@ __all__ = [
     "LSDAttention",
     "LoadReport",
     "RelativePositionBias",
+    "ShiftedWindowAttention",
+    "SpatialReductionAttention",
     "convert_official_state_dict",
     "create_model",
     "group_layout",

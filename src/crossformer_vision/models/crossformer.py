@@ -43,12 +43,12 @@ from ..runtime.kernels import grouped_attention
 from ..runtime.options import RuntimeOptions
 from .grouping import (GroupLayout, group_layout, group_qkv, groups_per_side, is_small_map, padding_mask,
                        regular_layout, small_map_layout, token_coordinates, ungroup)
-from .layers import AbsolutePositionEmbedding, ActivationCoolingLayer, CrossScaleEmbedding, DynamicPositionBias
-from .layers import RelativePositionBias
+from .layers import AbsolutePositionEmbedding, ActivationCoolingLayer, CrossScaleEmbedding, position_bias_layer
 from .official import (CheckpointError, PathLike, convert_official_state_dict, load_checkpoint_file,
                        load_state_dict_checked, unwrap_state_dict)
 
 __all__ = [
+    "ATTN_TYPES",
     "EMBED_LAYERS",
     "LDA_MODES",
     "MODELS",
@@ -72,6 +72,8 @@ _logger = logging.getLogger(__name__)
 LDA_MODES = ("fixed_group", "fixed_interval")
 POS_EMBED_TYPES = ("dpb", "dpb_residual", "rpb", "ape", "none")
 EMBED_LAYERS = ("cel", "conv")
+#: Attention of the blocks: LSDA, or the paper's ablation (Table 5a) PVT-like / Swin-like (:mod:`.ablation`).
+ATTN_TYPES = ("lsda", "pvt", "swin")
 _NORM_LAYERS: Dict[str, Callable[..., nn.Module]] = {"layernorm": nn.LayerNorm}
 _ACT_LAYERS: Dict[str, Callable[..., nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -198,13 +200,7 @@ class LSDAttention(nn.Module):
         self.runtime = runtime if runtime is not None else RuntimeOptions()
         self.bias_cache = BiasCache()  # inference: bias per group layout (runtime.cpu.BiasCache)
 
-        self.pos = None
-        if pos_embed in ("dpb", "dpb_residual"):
-            if dim // 16 < 1:
-                raise ValueError(f"dynamic position bias needs dim >= 16 (its width is dim // 16), got dim={dim}")
-            self.pos = DynamicPositionBias(dim // 16, num_heads, residual=pos_embed == "dpb_residual")
-        elif pos_embed == "rpb":
-            self.pos = RelativePositionBias(group_size, num_heads)
+        self.pos = position_bias_layer(pos_embed, dim, num_heads, group_size)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -300,7 +296,8 @@ class LSDAttention(nn.Module):
         # multi-head self-attention: softmax(q k^T * scale + bias) v within every group
         rh, rw = groups_per_side(layout)
         num_groups = rh * rw * layout.interval * layout.interval
-        per_group_bias = gather or layout.hp != height or layout.wp != width  # padded: the mask differs per group
+        # padded (or a bias with one entry per group, e.g. shifted windows): the bias differs per group
+        per_group_bias = gather or layout.hp != height or layout.wp != width or (bias is not None and bias.shape[0] > 1)
         dropout = self.attn_drop.p if self.training else 0.0
         x = grouped_attention(q, k, v, bias, num_groups, self.scale, dropout, per_group_bias, plan.attention)
         # ungroup embeddings
@@ -329,6 +326,7 @@ class CrossFormerBlock(nn.Module):
         use_acl: End with an activation cooling layer (CrossFormer++).
         drop_path: Stochastic depth probability.
         runtime: Runtime options, shared with the attention layer.
+        attn_type: ``"lsda"``, or the ablation's ``"pvt"``/``"swin"`` (:func:`.ablation.ablation_attention`).
         See :class:`LSDAttention` for the rest.
     """
 
@@ -354,25 +352,19 @@ class CrossFormerBlock(nn.Module):
         pos_embed: str = "dpb",
         fused_attn: bool = True,
         runtime: Optional[RuntimeOptions] = None,
+        attn_type: str = "lsda",
     ) -> None:
         super().__init__()
         self.runtime = runtime if runtime is not None else RuntimeOptions()
         self.norm1 = norm_layer(dim)
-        self.attn = LSDAttention(
-            dim,
-            num_heads,
-            group_size,
-            interval,
-            long_distance,
-            fixed_interval=fixed_interval,
-            qkv_bias=qkv_bias,
-            qk_scale=qk_scale,
-            attn_drop=attn_drop,
-            proj_drop=proj_drop,
-            pos_embed=pos_embed,
-            fused_attn=fused_attn,
-            runtime=self.runtime,
-        )
+        attn_args = dict(fixed_interval=fixed_interval, qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop,
+                         proj_drop=proj_drop, pos_embed=pos_embed, fused_attn=fused_attn, runtime=self.runtime)
+        if attn_type == "lsda":
+            self.attn = LSDAttention(dim, num_heads, group_size, interval, long_distance, **attn_args)
+        else:  # the paper's attention ablation; .ablation builds on LSDAttention, hence imported here
+            from .ablation import ablation_attention
+
+            self.attn = ablation_attention(attn_type, dim, num_heads, group_size, interval, long_distance, **attn_args)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=act_layer, drop=proj_drop)
@@ -381,7 +373,7 @@ class CrossFormerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, H, W, C) -> (B, H, W, C)``."""
-        if not torch.jit.is_scripting():
+        if not torch.jit.is_scripting() and isinstance(self.attn, LSDAttention):  # ablation's PVT-like: as written
             plan = choose(self.runtime, x, self.training, self.attn.qkv, self.attn.fused_attn, self.mlp)
             if plan.path == PIECES:  # CPU inference: cache-sized pieces, same numbers (runtime.cpu)
                 return self.acl(forward_in_pieces(self, x, plan, self.runtime.cpu_pieces))
@@ -422,6 +414,7 @@ class CrossFormerStage(nn.Module):
         pos_embed: str = "dpb",
         fused_attn: bool = True,
         runtime: Optional[RuntimeOptions] = None,
+        attn_type: str = "lsda",
     ) -> None:
         super().__init__()
         self.grad_checkpointing = False
@@ -458,6 +451,7 @@ class CrossFormerStage(nn.Module):
                     pos_embed=pos_embed,
                     fused_attn=fused_attn,
                     runtime=runtime,
+                    attn_type=attn_type,
                 )
                 for j in range(depth)
             ]
@@ -511,6 +505,8 @@ class CrossFormer(nn.Module):
             G*I) or ``"fixed_interval"`` (original dense backbone; the LDA group grows with the input).
         pos_embed: ``"dpb"``, ``"dpb_residual"``, ``"rpb"``, ``"ape"`` or ``"none"`` (ablations, Table 5).
         embed_layer: ``"cel"`` or ``"conv"`` (a single kernel equal to the stride, instead of the set).
+        attn_type: ``"lsda"`` (default), or the attention ablation's (Table 5a) ``"swin"`` (shifted ``G x G``
+            windows) or ``"pvt"`` (spatial-reduction keys/values, ratio ``crs_interval``); see :mod:`.ablation`.
         global_pool: Pooling of the head: ``"avg"``, ``"max"``... or ``""`` for none.
         fused_attn: Use ``scaled_dot_product_attention`` (default: timm's ``use_fused_attn()``).
         runtime: Speed switches (:class:`~crossformer_vision.runtime.RuntimeOptions`; default: its defaults,
@@ -546,6 +542,7 @@ class CrossFormer(nn.Module):
         lda_mode: str = "fixed_group",
         pos_embed: str = "dpb",
         embed_layer: str = "cel",
+        attn_type: str = "lsda",
         global_pool: str = "avg",
         fused_attn: Optional[bool] = None,
         runtime: Optional[RuntimeOptions] = None,
@@ -579,6 +576,8 @@ class CrossFormer(nn.Module):
             raise ValueError(f"pos_embed must be one of {POS_EMBED_TYPES}, got {pos_embed!r}")
         if embed_layer not in EMBED_LAYERS:
             raise ValueError(f"embed_layer must be one of {EMBED_LAYERS}, got {embed_layer!r}")
+        if attn_type not in ATTN_TYPES:
+            raise ValueError(f"attn_type must be one of {ATTN_TYPES}, got {attn_type!r}")
         if runtime is not None and not isinstance(runtime, RuntimeOptions):
             raise TypeError(f"runtime must be a crossformer_vision.RuntimeOptions, got {type(runtime).__name__}")
         norm_layer = _resolve_layer(norm_layer, _NORM_LAYERS, "norm_layer")
@@ -595,6 +594,7 @@ class CrossFormer(nn.Module):
         self.embed_dim = embed_dim
         self.lda_mode = lda_mode
         self.pos_embed_type = pos_embed
+        self.attn_type = attn_type
         self.output_fmt = "NCHW"
         self.runtime = runtime if runtime is not None else RuntimeOptions()
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
@@ -631,6 +631,7 @@ class CrossFormer(nn.Module):
                     interval=crs_interval[i],
                     downsample=i > 0,
                     merge_size=merge if embed_layer == "cel" else (2,),
+                    attn_type=attn_type,
                     mlp_ratio=mlp_ratio,
                     qkv_bias=qkv_bias,
                     qk_scale=qk_scale,

@@ -31,6 +31,7 @@ __all__ = [
     "DynamicPositionBias",
     "RelativePositionBias",
     "cel_channel_split",
+    "position_bias_layer",
 ]
 
 
@@ -216,6 +217,19 @@ class RelativePositionBias(nn.Module):
         n = group_h * group_w
         index = _relative_position_index(group_h, group_w, table.device)
         return table[index.reshape(n * n)].reshape(n, n, self.num_heads).permute(2, 0, 1)
+
+
+def position_bias_layer(pos_embed: str, dim: int, num_heads: int, group_size: int) -> Optional[nn.Module]:
+    """The position bias of an attention layer of ``dim`` channels: a :class:`DynamicPositionBias` of width
+    ``dim // 16`` (``"dpb"``, ``"dpb_residual"``), a :class:`RelativePositionBias` of a ``group_size`` group
+    (``"rpb"``), or None (``"ape"``, ``"none"``: no bias in the attention)."""
+    if pos_embed in ("dpb", "dpb_residual"):
+        if dim // 16 < 1:
+            raise ValueError(f"dynamic position bias needs dim >= 16 (its width is dim // 16), got dim={dim}")
+        return DynamicPositionBias(dim // 16, num_heads, residual=pos_embed == "dpb_residual")
+    if pos_embed == "rpb":
+        return RelativePositionBias(group_size, num_heads)
+    return None
 
 
 @register_notrace_module
