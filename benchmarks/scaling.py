@@ -1,11 +1,15 @@
-"""How batch-1 inference time and peak memory grow with the input size.
+"""How batch-1 inference (and training) time and peak memory grow with the input size.
 
     python benchmarks/scaling.py                                   # 224 .. 1024, three models, every core
     python benchmarks/scaling.py --sizes 224 512 --json scaling.json --plot scaling.png --threads 8
+    python benchmarks/scaling.py --train --models crossformer_small swin_tiny_patch4_window7_224   # + training steps
 
 Models: crossformer_small (any input size), Swin-T rebuilt for each size (timm ``img_size``), and ViT-S/16
 with ``dynamic_img_size=True``. Every (model, size) runs in a fresh process, so each memory figure is that
-one forward's peak (CUDA ``max_memory_allocated``; CPU peak-RSS growth over the bare process).
+one forward's peak (CUDA ``max_memory_allocated``; CPU peak-RSS growth over the bare process). With ``--train``
+each row also times one training step (forward, cross-entropy, backward, fused AdamW) at the same size and records
+its peak memory. "linear" means time per pixel stays flat: the table's last columns give time / pixels relative to
+the smallest size.
 """
 import argparse
 import dataclasses
@@ -34,19 +38,42 @@ def run(models: List[str], sizes: List[int], opts: BenchOptions) -> Dict[str, An
             rows.append({"model": name, "size": size, "pixels": size * size, "error": row.get("error"),
                          "time_ms": row["infer_s"]["median"] * 1e3 if "infer_s" in row else None,
                          "time_ms_stats": {k: v * 1e3 if k != "n" else v for k, v in row.get("infer_s", {}).items()},
-                         "memory_mib": row.get("mem_infer_mib"), "gmacs": row.get("gmacs")})
+                         "memory_mib": row.get("mem_infer_mib"), "gmacs": row.get("gmacs"),
+                         "train_ms": row["train_s"]["median"] * 1e3 if "train_s" in row else None,
+                         "train_memory_mib": row.get("mem_train_mib")})
     return {"machine": machine_info(opts), "options": dataclasses.asdict(opts), "rows": rows}
 
 
+def per_pixel_growth(result: Dict[str, Any], key: str) -> Dict[tuple, float]:
+    """(model, size) -> (time / pixels) / (the same at the model's smallest size): 1.0 everywhere is linear."""
+    growth = {}
+    for name in dict.fromkeys(r["model"] for r in result["rows"]):
+        rows = sorted((r for r in result["rows"] if r["model"] == name and r.get(key)), key=lambda r: r["pixels"])
+        if rows:
+            base = rows[0][key] / rows[0]["pixels"]
+            growth.update({(name, r["size"]): (r[key] / r["pixels"]) / base for r in rows})
+    return growth
+
+
 def table(result: Dict[str, Any]) -> str:
-    lines = ["| model | size | GMACs | time (ms) [min-max] | peak memory (MiB) |", "|---|---:|---:|---:|---:|"]
+    train = any(r.get("train_ms") for r in result["rows"])
+    head = "| model | size | GMACs | time (ms) [min-max] | peak memory (MiB) | time/pixel vs smallest |"
+    if train:
+        head += " train step (ms) | train peak memory (MiB) | train time/pixel vs smallest |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if train else "")]
+    infer_growth, train_growth = per_pixel_growth(result, "time_ms"), per_pixel_growth(result, "train_ms")
     for r in result["rows"]:
         if r["error"]:
-            lines.append(f"| {r['model']} | {r['size']} | error: {r['error']} | | |")
+            lines.append(f"| {r['model']} | {r['size']} | error: {r['error']} | | | |" + (" | | |" if train else ""))
             continue
         t = r["time_ms_stats"]
-        lines.append(f"| {r['model']} | {r['size']} | {r['gmacs']:.2f} | {t['median']:.1f} [{t['min']:.1f}-{t['max']:.1f}] "
-                     f"| {r['memory_mib']:.0f} |")
+        line = (f"| {r['model']} | {r['size']} | {r['gmacs']:.2f} | {t['median']:.1f} [{t['min']:.1f}-{t['max']:.1f}] "
+                f"| {r['memory_mib']:.0f} | {infer_growth[(r['model'], r['size'])]:.2f} |")
+        if train:
+            key = (r["model"], r["size"])
+            line += (f" {r['train_ms']:.0f} | {r['train_memory_mib']:.0f} | {train_growth[key]:.2f} |"
+                     if key in train_growth else " | | |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -86,9 +113,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--json", default="scaling.json", help="output JSON (default scaling.json)")
     parser.add_argument("--plot", default="scaling.png", help="output PNG (default scaling.png)")
+    parser.add_argument("--train", action="store_true", help="also time one training step per size (batch 1)")
     args = parser.parse_args(argv)
     opts = BenchOptions(batch_size=1, threads=args.threads, device=args.device, warmup=args.warmup, reps=args.reps,
-                        train=False, latency=False, replay=False).resolved()
+                        train=args.train, latency=False, replay=False).resolved()
     result = run(args.models, args.sizes, opts)
     print(table(result))
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -3,6 +3,8 @@ import copy
 import importlib.util
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -194,6 +196,22 @@ def test_scaling_script(tmp_path, capsys):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_scaling_script_times_training_and_reports_growth_per_pixel(tmp_path, capsys):
+    scaling = _script("scaling")
+    assert scaling.main(["--models", "crossformer_micro", "--sizes", "32", "64", "--threads", "1", "--warmup", "0",
+                         "--reps", "1", "--train", "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "s.png")]) == 0
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert [r["size"] for r in result["rows"]] == [32, 64]
+    assert all(r["train_ms"] > 0 and r["train_memory_mib"] > 0 for r in result["rows"])
+    growth = scaling.per_pixel_growth(result, "train_ms")
+    assert growth[("crossformer_micro", 32)] == 1.0
+    small, large = result["rows"]
+    assert growth[("crossformer_micro", 64)] == pytest.approx((large["train_ms"] / large["pixels"])
+                                                             / (small["train_ms"] / small["pixels"]))
+    out = capsys.readouterr().out
+    assert "train step (ms)" in out and "| crossformer_micro | 64 |" in out
+
+
 def test_grad_checkpoint_script_runs_both_settings_in_fresh_processes(tmp_path, capsys):
     script = _script("grad_checkpoint_memory")
     assert script.main(["--model", "crossformer_micro", "-b", "2", "--img-size", "32", "--threads", "1", "--warmup", "0",
@@ -324,6 +342,26 @@ def test_interleaved_rounds_rotate_and_ratios_are_paired():
     rows = script.targets_table({"official": {"infer": 1.6, "infer_small": 1.3, "latency": 0.7, "train": 1.2}})
     assert [(r["measurement"], r["met"]) for r in rows] == [("infer", True), ("infer_small", False), ("latency", True),
                                                             ("train", False)]
+
+
+def test_an_isa_limit_gets_its_own_compile_cache(monkeypatch):
+    from crossformer_vision.tools import bench
+
+    for name in bench.ISA_LIMIT_VARIABLES + ("TORCHINDUCTOR_CACHE_DIR",):
+        monkeypatch.delenv(name, raising=False)
+    assert bench.isa_limit_cache_env() == {}
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    folder = bench.isa_limit_cache_env()["TORCHINDUCTOR_CACHE_DIR"]
+    assert folder.endswith("_isa_avx2-avx2") and os.path.dirname(folder) == tempfile.gettempdir()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert bench.isa_limit_cache_env()["TORCHINDUCTOR_CACHE_DIR"] != folder  # another limit, another cache
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # torch sets its default once it used it
+    assert bench.isa_limit_cache_env()["TORCHINDUCTOR_CACHE_DIR"] != default_cache_dir()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere")
+    assert bench.isa_limit_cache_env() == {}  # the user's choice stands
 
 
 def test_cpu_facts_name_the_isa_its_extensions_limits_and_libraries(monkeypatch):

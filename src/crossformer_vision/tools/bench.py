@@ -613,6 +613,22 @@ _ISA_EXTENSIONS = (("avx512_vnni", "AVX512-VNNI"), ("avx512_bf16", "AVX512-BF16"
 ISA_LIMIT_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 
 
+def isa_limit_cache_env() -> Dict[str, str]:
+    """``TORCHINDUCTOR_CACHE_DIR`` of its own for each ISA limit set in the environment ({} without a limit, or when
+    the user chose a cache folder). torch.compile's kernel cache does not tell the ISAs apart: on an AVX-512 machine, a
+    kernel cached by an unlimited run and reused under ``ATEN_CPU_CAPABILITY=avx2`` failed with "index out of bounds"
+    (torch 2.14). Real AVX2 machines never mix the two."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    limits = [os.environ[k] for k in ISA_LIMIT_VARIABLES if os.environ.get(k)]
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # torch writes its default here once it has used it
+    if not limits or (chosen and os.path.abspath(chosen) != os.path.abspath(default_cache_dir())):
+        return {}
+    tag = re.sub(r"[^a-z0-9]+", "-", "-".join(limits).lower()).strip("-")
+    user = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.environ.get("USER") or str(os.getuid()))
+    return {"TORCHINDUCTOR_CACHE_DIR": os.path.join(tempfile.gettempdir(), f"torchinductor_{user}_isa_{tag}")}
+
+
 def _cpuinfo() -> Dict[str, str]:
     """The first processor's ``model name`` and ``flags`` from /proc/cpuinfo ({} where there is none)."""
     found: Dict[str, str] = {}
@@ -711,6 +727,7 @@ def run_benchmark(models: Optional[Sequence[str]], opts: BenchOptions,
     for name in models:
         resolve_model_name(name)
     say = progress or (lambda msg: None)
+    os.environ.update(isa_limit_cache_env())  # before anything compiles, here or in the child processes
     with _threads(opts.threads):
         say(f"roofline: {opts.roofline_size}^3 matmul, {opts.threads} threads, {opts.device}")
         roofline = matmul_peak(opts.roofline_size, opts.device, opts.compute_dtype, opts.warmup, opts.reps)
