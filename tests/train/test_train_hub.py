@@ -60,6 +60,7 @@ def test_plain_timm_in_a_fresh_process_predicts_like_the_run(run, folder, tmp_pa
     script = textwrap.dedent(f"""
         import json, torch, timm
         import crossformer_vision
+        torch.set_num_threads({torch.get_num_threads()})  # as here: the same summation order, so equal bits
         model = timm.create_model("local-dir:{folder}").eval()
         with torch.no_grad():
             logits = model(torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True))
