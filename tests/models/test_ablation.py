@@ -9,7 +9,7 @@ from crossformer_vision.models import CrossFormer, LSDAttention
 from crossformer_vision.models.ablation import ShiftedWindowAttention, SpatialReductionAttention
 from crossformer_vision.runtime import RuntimeOptions
 
-from attention_helpers import mixed_tokens
+from attention_helpers import assert_same_forward_and_backward, mixed_tokens
 
 TINY = dict(embed_dim=16, depths=(2, 2, 2, 1), num_heads=(1, 2, 4, 8), group_size=(4, 3, 2, 1), crs_interval=(4, 2, 2, 1),
             num_classes=5, drop_path_rate=0.0)
@@ -116,14 +116,7 @@ def test_shifted_window_sdpa_equals_explicit_for_batches(size):
     """The region mask is one bias per group: the SDPA path must broadcast it per image like LSDA's padding mask."""
     fused = ShiftedWindowAttention(32, 2, 4, True, fused_attn=True, runtime=RuntimeOptions(sdpa_on_cpu=True)).train()
     explicit = ShiftedWindowAttention(32, 2, 4, True, fused_attn=False).train()
-    explicit.load_state_dict(fused.state_dict())
-    x = torch.randn(3, *size, 32, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_()
-    y1, y2 = fused(x), explicit(x2)
-    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
-    y1.square().sum().backward()
-    y2.square().sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
+    assert_same_forward_and_backward(fused, explicit, torch.randn(3, *size, 32))
 
 
 # ------------------------------------------------------------------------------------------------ PVT-like

@@ -12,6 +12,8 @@ from crossformer_vision import LSDAttention
 from crossformer_vision.models.crossformer import SMALL_VARIANTS
 from crossformer_vision.runtime import RuntimeOptions
 
+from attention_helpers import assert_same_forward_and_backward
+
 MICRO = dict(embed_dim=32, depths=[2, 2, 2, 1], num_heads=[1, 2, 4, 8], drop_path_rate=0.0, num_classes=10)
 
 # ================================================================================================ timm's model checks
@@ -445,16 +447,7 @@ def _attention(long_distance, fixed_interval=False, fused=True, pos_embed="dpb")
 def test_sdpa_equals_explicit_forward_and_backward(size, long_distance, fixed_interval, pos_embed):
     fused = _attention(long_distance, fixed_interval, True, pos_embed).train()
     explicit = _attention(long_distance, fixed_interval, False, pos_embed).train()
-    explicit.load_state_dict(fused.state_dict())
-    x = torch.randn(2, *size, 32, requires_grad=True)
-    x2 = x.detach().clone().requires_grad_()
-    y1, y2 = fused(x), explicit(x2)
-    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
-    y1.square().sum().backward()
-    y2.square().sum().backward()
-    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-5)
-    for (n, a), b in zip(fused.named_parameters(), explicit.parameters()):
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=n)
+    assert_same_forward_and_backward(fused, explicit, torch.randn(2, *size, 32))
 
 
 def test_fully_padded_groups_give_finite_gradients():
