@@ -1,5 +1,10 @@
-"""CPU inference speed paths (runtime/cpu.py): cache-sized pieces and the eval-mode bias cache give the numbers
-of the plain path."""
+"""CPU speed paths (runtime/cpu.py): cache-sized pieces and the eval-mode bias cache give the numbers
+of the plain path; the allocator setting of CPU training keeps freed memory."""
+import platform
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -140,3 +145,40 @@ def test_writes_through_data_are_seen_and_clear_bias_cache_still_works():
         after = model(x)
     assert not torch.allclose(after, before)
     assert torch.equal(seen, after)
+
+
+_RSS_AFTER_FREE = textwrap.dedent("""
+    import sys, torch
+    from crossformer_vision.runtime.cpu import reuse_freed_memory
+
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+    reused = reuse_freed_memory() if sys.argv[1] == "reuse" else None
+    for _ in range(2):  # the second round reuses what the first freed
+        x = torch.ones(64 * 2**20)  # 256 MiB, written
+        held = rss_mib()
+        del x
+    print(reused, held - rss_mib())
+""")
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_reuse_freed_memory_keeps_a_freed_large_tensor_in_the_process():
+    def run(mode):  # a fresh process each: the setting is process-wide and cannot be undone
+        out = subprocess.run([sys.executable, "-c", _RSS_AFTER_FREE, mode], capture_output=True, text=True, check=True)
+        reused, released = out.stdout.split()
+        return reused, float(released)
+
+    reused, released = run("reuse")
+    assert reused == "True" and released < 16  # kept for the next allocation
+    reused, released = run("default")
+    assert reused == "None" and released > 200  # glibc's default: the 256 MiB mmap goes back to the system
+
+
+def test_reuse_freed_memory_does_nothing_outside_glibc(monkeypatch):
+    from crossformer_vision.runtime import cpu
+
+    monkeypatch.setattr(cpu.platform, "libc_ver", lambda: ("", ""))
+    assert cpu.reuse_freed_memory() is False

@@ -46,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from ..runtime import onednn
+from ..runtime.cpu import reuse_freed_memory
 from ..utils.optim import with_fused_kernel
 
 __all__ = [
@@ -100,6 +101,7 @@ class BenchOptions:
     compile_mode: Optional[str] = None
     channels_last: bool = False
     grad_checkpointing: bool = False
+    reuse_memory: bool = False  # CPU: keep freed memory in the process, as `crossformer train` does
     warmup: int = 3
     reps: int = 10
     min_rep_time: float = 0.05  # seconds; short calls are repeated inside one repetition
@@ -501,6 +503,8 @@ def measure_model(name: str, opts: BenchOptions, measure_memory: bool = False) -
     opts = opts.resolved()
     dev, bs, size = opts.device, opts.batch_size, opts.img_size
     row: Dict[str, Any] = {"model": name, "source": resolve_model_name(name), "batch_size": bs, "img_size": size}
+    if opts.reuse_memory and dev == "cpu":
+        reuse_freed_memory()  # process-wide: the per-model child processes make it apply to every model alike
     with _threads(opts.threads):
         torch.manual_seed(0)
         baseline = _current_memory_mib(dev) if dev == "cpu" else 0.0  # the bare process with its imports
@@ -771,6 +775,7 @@ def format_table(result: Dict[str, Any]) -> str:
         f"batch {o['batch_size']}, {o['img_size']}x{o['img_size']}, {o['dtype']}"
         + (f", autocast {o['amp']}" if o["amp"] else "") + (", channels_last" if o["channels_last"] else "")
         + (", grad checkpointing (training)" if o["grad_checkpointing"] else "")
+        + (", freed memory reused" if o.get("reuse_memory") else "")
         + f"; {o['warmup']} warm-up, {o['reps']} reps: median [min-max]",
         f"roofline: {r['size']}^3 {r['dtype']} matmul {r['gflops']:.1f} GFLOP/s (best {r['gflops_best']:.1f})"
         + (f"; oneDNN kernel {r['onednn_gflops']:.1f} GFLOP/s (best {r['onednn_gflops_best']:.1f})"
@@ -861,6 +866,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), help="torch.compile mode")
     parser.add_argument("--channels-last", action="store_true", help="channels_last weights and inputs")
     parser.add_argument("--grad-checkpointing", action="store_true", help="gradient checkpointing in the training rows")
+    parser.add_argument("--reuse-memory", action="store_true",
+                        help="CPU: every model's process keeps freed memory for reuse, as `crossformer train` does")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each timing (default 3)")
     parser.add_argument("--reps", type=int, default=10, help="timed repetitions (default 10)")
     parser.add_argument("--min-rep-time", type=float, default=0.05,
@@ -881,7 +888,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         batch_size=args.batch_size, img_size=args.img_size, threads=args.threads, device=args.device,
         dtype=args.dtype, amp=args.amp, compile=args.compile,
         compile_mode=None if args.compile_mode in (None, "default") else args.compile_mode,
-        channels_last=args.channels_last, grad_checkpointing=args.grad_checkpointing, warmup=args.warmup,
+        channels_last=args.channels_last, grad_checkpointing=args.grad_checkpointing,
+        reuse_memory=args.reuse_memory, warmup=args.warmup,
         reps=args.reps, min_rep_time=args.min_rep_time, infer=not args.no_infer, train=not args.no_train,
         latency=not args.no_latency, replay=not args.no_replay, memory=not args.no_memory,
         num_classes=args.num_classes, roofline_size=args.roofline_size,

@@ -61,6 +61,7 @@ _LOOP_TRAIN = {
     "seed": 0,
     "device": "auto",  # "auto", "cpu", "cuda"
     "threads": None,  # CPU threads per process; None: the cores available / local processes
+    "reuse_memory": True,  # CPU: the process keeps freed memory for reuse (faster steps, resident size stays at peak)
 }
 _LOOP_EVAL = {
     "interval": None,  # with train.iterations: optimizer steps between evaluations (None: 10 evaluations)
@@ -561,7 +562,7 @@ _CLASSIFICATION = Schema(
     # where the data lives and how it is read, the augmentation (a run stopped by a bad augmentation can
     # finish with another), the seed, how the run is shown: not the model, optimizer, schedule or batch
     resume_overridable=("data.path", "data.workers", "data.verify", "aug.*", "train.seed", "train.device",
-                        "train.threads", "eval.batch_size", "log.progress", "log.tensorboard"),
+                        "train.threads", "train.reuse_memory", "eval.batch_size", "log.progress", "log.tensorboard"),
     legacy={"sched.max_warmup_fraction": None},
     aliases={"train.eval_batch_size": "eval.batch_size", "train.best_metric": "eval.best_metric"},
     check=_check_classification,
@@ -583,7 +584,7 @@ _DENSE_COMMON = dict(
     resume_overridable=("data.root", "data.train", "data.val", "data.workers", "data.check_labels",
                         "data.skip_missing_images", "data.hflip", "data.photometric", "data.short_side_range",
                         "data.crop_size", "data.test_scales", "data.test_flip", "data.test_mode", "data.test_window",
-                        "data.test_stride", "train.seed", "train.device", "train.threads", "eval.batch_size",
+                        "data.test_stride", "train.seed", "train.device", "train.threads", "train.reuse_memory", "eval.batch_size",
                         "log.progress", "log.tensorboard"),
     check=_check_dense,
 )

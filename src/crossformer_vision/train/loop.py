@@ -37,6 +37,7 @@ from ..utils.distributed import (DistInfo, MetricSums, all_gather_object, all_re
 from ..utils.files import atomic_save, atomic_write_text, describe_os_error, json_ready, remove_stale_temp_files
 from ..utils.optim import load_optimizer_state
 from ..models.official import load_state_dict_checked
+from ..runtime.cpu import reuse_freed_memory
 from .checkpoint import (RunDirGuard, capture_rng_state, create_run_dir, read_run_checkpoint, resume_path, resume_rng,
                          seed_everything, stopped_note, write_config)
 from .config import plain, resolve_recipe, resume_changes
@@ -104,6 +105,8 @@ class Trainer:
             raise ValueError("log.tensorboard=true but tensorboard is not installed: pip install tensorboard, "
                              "or set log.tensorboard=auto")
         self.threads = configure_threads(t["threads"], info.local_world_size)
+        # CPU steps allocate and free gigabytes: keep freed memory instead of page-faulting it in every step
+        self.memory_reused = self.device.type == "cpu" and t["reuse_memory"] and reuse_freed_memory()
         seed_everything(t["seed"] + info.rank)
 
         # ---- data
@@ -396,7 +399,9 @@ class Trainer:
         amp = t["amp"]
         if amp != "none" and self.device.type != "cuda":
             amp = f"none ({amp} needs CUDA)"
-        device = str(self.device) + (f" ({self.threads} thread{_s(self.threads)})" if self.device.type == "cpu" else "")
+        device = str(self.device)
+        if self.device.type == "cpu":
+            device += f" ({self.threads} thread{_s(self.threads)}{', freed memory reused' if self.memory_reused else ''})"
         processes = f"{self.info.world_size} process{'es' if self.info.world_size > 1 else ''}"
         extras = (", EMA" if self.ema is not None else "") + (", compiled" if t["compile"] else "")
         if t["epochs"] is not None:
