@@ -112,9 +112,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="our models without their speed paths (whole tensors, SDPA on the CPU): the 'before'")
     parser.add_argument("--compile", action="store_true",
                         help="profile the torch.compile'd model (compiled during warm-up); its generated kernels are 'fused'")
+    parser.add_argument("--reuse-memory", action="store_true",
+                        help="the process keeps freed memory for reuse, as `crossformer train` does on the CPU")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.reuse_memory:
+        from crossformer_vision.runtime.cpu import reuse_freed_memory
+
+        reuse_freed_memory()
     prof = profile(args.model, args.batch_size, args.img_size, args.device, args.train, args.iters, args.warmup,
                    args.straightforward, args.compile)
     sort = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
@@ -125,14 +131,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{args.model}{' (torch.compile)' if args.compile else ''}, batch {args.batch_size}, "
               f"{args.img_size}x{args.img_size}, "
               f"{'training' if args.train else 'inference'}, {args.device}, {torch.get_num_threads()} threads, "
-              f"{args.iters} iterations")
+              f"{args.iters} iterations" + (", freed memory reused" if args.reuse_memory else ""))
         print("| category | self time (ms / iteration) | share |\n|---|---:|---:|")
         for cat in sorted(CATEGORIES, key=lambda c: -totals[c]):
             print(f"| {cat} | {totals[cat] / 1e3 / args.iters:.2f} | {100 * totals[cat] / whole:.1f}% |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "batch_size": args.batch_size, "img_size": args.img_size,
-                       "train": args.train, "device": args.device, "self_us": totals,
+                       "train": args.train, "device": args.device, "reuse_memory": args.reuse_memory,
+                       "self_us": totals,
                        "share": {c: totals[c] / whole for c in CATEGORIES}}, f, indent=2)
     return 0
 

@@ -185,9 +185,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (default 1)")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (default 5)")
+    parser.add_argument("--reuse-memory", action="store_true",
+                        help="the process keeps freed memory for reuse, as `crossformer train` does (all models)")
     parser.add_argument("--json", help="write machine, rates, ratios and targets here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.reuse_memory:
+        from crossformer_vision.runtime.cpu import reuse_freed_memory
+
+        reuse_freed_memory()
     from crossformer_vision.tools.bench import cpu_facts, describe_cpu
 
     try:
@@ -208,7 +214,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(f"cpu: {describe_cpu(result['machine'])}")
     print(f"{args.model}, {args.img_size}x{args.img_size}, fp32, eager, {args.threads} threads, torch {torch.__version__}; "
-          f"{args.rounds} interleaved rounds (+{args.warmup} warm-up), medians")
+          f"{args.rounds} interleaved rounds (+{args.warmup} warm-up), medians"
+          + (", freed memory reused" if args.reuse_memory else ""))
     if "outputs" in result:
         o = result["outputs"]
         print(f"logits vs the official code, same weights: max abs diff {o['max_abs_diff']:.1e} "

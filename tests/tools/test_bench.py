@@ -119,7 +119,7 @@ def test_replay_sees_the_decomposed_cpu_ops_under_no_grad(micro):
 
 def test_library_run_in_process_with_a_timm_convnet():
     opts = BenchOptions(batch_size=2, img_size=32, threads=1, warmup=1, reps=2, min_rep_time=0, memory=False,
-                        roofline_size=128)
+                        roofline_size=128, reuse_memory=True)  # as `crossformer train` runs (pytest's process does)
     result = run_benchmark(["crossformer_micro", "resnet10t"], opts)
     assert result["roofline"]["gflops"] > 0 and result["machine"]["threads"] == 1
     for row in result["rows"]:
@@ -131,6 +131,18 @@ def test_library_run_in_process_with_a_timm_convnet():
         assert all(0 < row["infer_onednn_frac"] < 2 for row in result["rows"])
     table = format_table(result)
     assert table.count("\n| ") == 3 and "| resnet10t |" in table
+    assert result["options"]["reuse_memory"] and "float32, freed memory reused;" in table
+
+
+def test_reuse_memory_flag_reaches_the_options():
+    import argparse
+
+    from crossformer_vision.tools.bench import add_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args(["--reuse-memory"])).reuse_memory is True
+    assert options_from_args(parser.parse_args([])).reuse_memory is False
 
 
 @pytest.fixture(scope="module")

@@ -109,14 +109,14 @@ _M_MMAP_MAX = -4
 def reuse_freed_memory() -> bool:
     """Make this process keep the memory it frees for its next allocations (glibc's malloc); True if set.
 
-    By default glibc serves every allocation above 128 KiB-32 MiB with its own ``mmap`` and returns it to the
-    system on ``free``. A CPU training step allocates and frees gigabytes of activations and gradients (one
-    ``(32, 56, 56, 384)`` MLP activation is 154 MB), so every step page-faults all of them in again and the
-    kernel zeroes every page first. With ``mmap`` off and trimming at the top of the heap off, freed blocks
-    are reused: a CrossFormer-S or Swin-T training step at batch 32 runs 15-20% faster on a 2-core Xeon (see
-    docs/benchmarks.md); the process keeps its peak (the resident size stays near the largest step's, about
-    10% above the default's, since reused blocks fragment). Inference in pieces allocates little and hardly
-    changes.
+    By default glibc serves every allocation above its mmap threshold (128 KiB, rising to at most 32 MiB) with
+    its own ``mmap`` and returns it to the system on ``free``. A CPU training step allocates and frees
+    gigabytes of activations and gradients (one ``(32, 56, 56, 384)`` MLP activation is 154 MB), so every
+    step page-faults all of them in again and the kernel zeroes every page first. With ``mmap`` off and
+    trimming at the top of the heap off, freed blocks are reused. Measured on a 2-core Xeon (AVX-512),
+    batch 32 (docs/benchmarks.md): CrossFormer-S training 5.9 -> 6.8 images/s, inference 18.7 -> 20.8
+    (Swin-T: 5.1 -> 5.9 and 11.7 -> 15.6). The process keeps its peak: the resident size stays near the
+    largest step's (CrossFormer-S: 7-10% above the default's peak, since reused blocks fragment).
 
     Process-wide and not undone; :class:`crossformer_vision.train.loop.Trainer` calls it for CPU runs
     (``train.reuse_memory``). Does nothing (False) where the C library is not glibc (macOS, Windows, musl).
