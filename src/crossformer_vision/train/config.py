@@ -584,8 +584,8 @@ _DENSE_COMMON = dict(
     resume_overridable=("data.root", "data.train", "data.val", "data.workers", "data.check_labels",
                         "data.skip_missing_images", "data.hflip", "data.photometric", "data.short_side_range",
                         "data.crop_size", "data.test_scales", "data.test_flip", "data.test_mode", "data.test_window",
-                        "data.test_stride", "train.seed", "train.device", "train.threads", "train.reuse_memory", "eval.batch_size",
-                        "log.progress", "log.tensorboard"),
+                        "data.test_stride", "train.seed", "train.device", "train.threads", "train.reuse_memory",
+                        "eval.batch_size", "log.progress", "log.tensorboard"),
     check=_check_dense,
 )
 
